@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh Debian 12 machine:
+#   make demo   build, fetch the default model, run on the built-in demo cameras
+#   make test   formatting, lints and the whole test suite
+CARGO ?= cargo
+
+.PHONY: deps build models demo test
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release -p vigil
+
+models: build
+	VIGIL=target/release/vigil scripts/fetch-models.sh
+
+demo: models
+	target/release/vigil demo
+
+test: deps
+	npm ci --silent --no-audit --no-fund --prefix inference/tests/support/jpeg-decode
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace

@@ -1,0 +1,82 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Vigil watches camera feeds, detects people, vehicles and other objects,
+/// stores what it sees, and serves a web UI and REST API.
+///
+/// Quick start: `vigil demo`, then open http://127.0.0.1:8080 in a browser.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance with a configuration file (what the service does).
+    Run {
+        /// TOML configuration, e.g. /etc/vigil/vigil.toml.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run on built-in demo cameras with the default model; no configuration needed.
+    Demo(DemoArgs),
+    /// Validate a configuration file and exit (0 = valid, 2 = invalid).
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Detect objects in image files and print what was found.
+    Detect(DetectArgs),
+    /// Convert a TF.js graph model (model.json + shards) into a Vigil model file.
+    ImportTfjs(ImportArgs),
+    /// Print version and build information.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address for the UI and API.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Where the demo keeps its database and clips [default: a vigil-demo folder in the temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Model name or .safetensors path.
+    #[arg(long, default_value = vigil_inference::DEFAULT_MODEL)]
+    pub model: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// JPEG or PNG files.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Model name or .safetensors path.
+    #[arg(long, default_value = vigil_inference::DEFAULT_MODEL)]
+    pub model: String,
+    /// Report detections scoring at least this (0-1).
+    #[arg(long, default_value_t = 0.5)]
+    pub min_score: f32,
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The model.json of a TF.js graph model.
+    #[arg(value_name = "MODEL_JSON")]
+    pub model_json: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE",
+          default_value = concat!("models/", "ssdlite_mobilenet_v2_coco", ".safetensors"))]
+    pub out: PathBuf,
+}

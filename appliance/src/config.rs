@@ -1,0 +1,334 @@
+//! The TOML configuration: parsed with serde, then validated. Every error
+//! names the file, the line and the field, so a person can fix it at once.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use vigil_ingest::SourceUrl;
+
+/// A configuration the appliance cannot run with.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub detector: DetectorSection,
+    #[serde(default)]
+    pub cameras: Vec<CameraSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `host:port` for the UI and API.
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, default_listen().into_inner()),
+        }
+    }
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".to_string())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Directory for the database files.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSection {
+    /// Model name (looked up in the model directories) or a .safetensors path.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Detections below this score are not stored or shown.
+    #[serde(default = "default_min_score")]
+    pub min_score: Spanned<f32>,
+    /// Frames from all cameras go through the model in batches of at most this many.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: Spanned<usize>,
+    /// How long a partial batch waits for more frames.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for DetectorSection {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            min_score: default_min_score(),
+            max_batch: default_max_batch(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+fn default_model() -> String {
+    vigil_inference::DEFAULT_MODEL.to_string()
+}
+fn default_min_score() -> Spanned<f32> {
+    Spanned::new(0..0, 0.5)
+}
+fn default_max_batch() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
+fn default_max_wait_ms() -> u64 {
+    20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSection {
+    pub id: Spanned<String>,
+    /// rtsp://…, http(s)://…, file:///path?loop=0|1, or a file path.
+    pub url: Spanned<String>,
+    /// Frames per second analysed.
+    #[serde(default = "default_detect_fps")]
+    pub detect_fps: Spanned<f64>,
+    /// Only these labels are stored and shown; empty means all.
+    #[serde(default = "default_labels")]
+    pub labels: Spanned<Vec<String>>,
+}
+
+fn default_labels() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+fn default_detect_fps() -> Spanned<f64> {
+    Spanned::new(0..0, 5.0)
+}
+
+pub const MAX_DETECT_FPS: f64 = 60.0;
+pub const MAX_BATCH: usize = 64;
+
+impl Config {
+    /// Reads, parses and validates `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            field: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses and validates `text`; `file` is only used in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            field: None,
+            message: e.message().trim().to_string(),
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        let fail = |span: std::ops::Range<usize>, field: String, message: String| ConfigError {
+            file: file.to_path_buf(),
+            // Defaults have an empty span: they have no line.
+            line: (span.end > 0).then(|| line_of(text, span.start)),
+            field: Some(field),
+            message,
+        };
+        let listen = &self.server.listen;
+        if listen.get_ref().parse::<SocketAddr>().is_err() {
+            return Err(fail(
+                listen.span(),
+                "server.listen".into(),
+                format!("{:?} is not host:port, e.g. 0.0.0.0:8080", listen.get_ref()),
+            ));
+        }
+        let score = &self.detector.min_score;
+        if !(0.0..=1.0).contains(score.get_ref()) {
+            return Err(fail(
+                score.span(),
+                "detector.min_score".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        let batch = &self.detector.max_batch;
+        if !(1..=MAX_BATCH).contains(batch.get_ref()) {
+            return Err(fail(
+                batch.span(),
+                "detector.max_batch".into(),
+                format!("must be 1..={MAX_BATCH}"),
+            ));
+        }
+        let known_labels: HashSet<&str> = vigil_inference::labels::coco80().collect();
+        let mut ids = HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let field = |name: &str| format!("cameras[{i}].{name}");
+            let id = cam.id.get_ref();
+            if !valid_camera_id(id) {
+                return Err(fail(
+                    cam.id.span(),
+                    field("id"),
+                    format!("{id:?}: use 1-64 letters, digits, '-' or '_'"),
+                ));
+            }
+            if !ids.insert(id.clone()) {
+                return Err(fail(
+                    cam.id.span(),
+                    field("id"),
+                    format!("{id:?} is used twice"),
+                ));
+            }
+            if let Err(e) = SourceUrl::parse(cam.url.get_ref()) {
+                return Err(fail(cam.url.span(), field("url"), e.to_string()));
+            }
+            let fps = *cam.detect_fps.get_ref();
+            if !(fps > 0.0 && fps <= MAX_DETECT_FPS) {
+                return Err(fail(
+                    cam.detect_fps.span(),
+                    field("detect_fps"),
+                    format!("must be above 0 and at most {MAX_DETECT_FPS}"),
+                ));
+            }
+            if let Some(bad) = cam
+                .labels
+                .get_ref()
+                .iter()
+                .find(|l| !known_labels.contains(l.as_str()))
+            {
+                return Err(fail(
+                    cam.labels.span(),
+                    field("labels"),
+                    format!(
+                        "unknown label {bad:?} (labels are COCO names such as \"person\", \"car\")"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Same rule as the API's: ids appear in URLs and file names.
+pub fn valid_camera_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// 1-based line of byte offset `pos`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+
+[storage]
+path = "/tmp/vigil"
+
+[[cameras]]
+id = "gate"
+url = "rtsp://192.0.2.10:554/stream1"
+detect_fps = 5
+labels = ["person", "car"]
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, Path::new("vigil.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = Config::parse(GOOD, Path::new("vigil.toml")).unwrap();
+        assert_eq!(c.cameras.len(), 1);
+        assert_eq!(*c.detector.max_batch.get_ref(), 4);
+        assert_eq!(c.detector.model, "ssdlite_mobilenet_v2_coco");
+    }
+
+    #[test]
+    fn semantic_errors_name_field_and_line() {
+        let e = err(&GOOD.replace("detect_fps = 5", "detect_fps = 0"));
+        assert_eq!(e.line, Some(11));
+        assert_eq!(e.field.as_deref(), Some("cameras[0].detect_fps"));
+        assert_eq!(
+            e.to_string(),
+            "vigil.toml:11: cameras[0].detect_fps: must be above 0 and at most 60"
+        );
+
+        let e = err(&GOOD.replace("\"car\"", "\"unicorn\""));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(12), Some("cameras[0].labels"))
+        );
+
+        let e = err(&GOOD.replace("rtsp://192.0.2.10:554/stream1", "gopher://x"));
+        assert_eq!(e.line, Some(10));
+
+        let e = err(&GOOD.replace("127.0.0.1:9000", "localhost"));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(3), Some("server.listen"))
+        );
+
+        let dup = format!("{GOOD}\n[[cameras]]\nid = \"gate\"\nurl = \"a.mp4\"\n");
+        let e = err(&dup);
+        assert_eq!(e.line, Some(15));
+        assert!(e.message.contains("used twice"));
+    }
+
+    #[test]
+    fn syntax_and_type_errors_carry_the_line() {
+        let e = err(&GOOD.replace("detect_fps = 5", "detect_fps = \"fast\""));
+        assert_eq!(e.line, Some(11));
+        let e = err(&GOOD.replace("labels", "lables"));
+        assert_eq!(e.line, Some(12));
+        assert!(e.message.contains("lables"), "{}", e.message);
+        let e = err("[storage\npath = 1");
+        assert_eq!(e.line, Some(1));
+        let e = err("[server]\nlisten = \"0.0.0.0:1\"\n");
+        assert!(e.message.contains("storage"), "{}", e.message);
+    }
+}

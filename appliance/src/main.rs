@@ -1,0 +1,60 @@
+//! `vigil`: the edge video analytics appliance.
+
+mod analyse;
+mod cli;
+mod commands;
+mod config;
+mod demo;
+mod pipeline;
+mod shutdown;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::ConfigError;
+
+/// Exit status for a configuration the appliance refuses.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Run { config } => commands::run(&config),
+        Command::Demo(args) => demo::run(args),
+        Command::CheckConfig { config } => commands::check_config(&config),
+        Command::Detect(args) => commands::detect(args),
+        Command::ImportTfjs(args) => commands::import_tfjs(args),
+        Command::Version => {
+            commands::version();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(cfg) = e.downcast_ref::<ConfigError>() {
+                eprintln!("error: invalid configuration: {cfg}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

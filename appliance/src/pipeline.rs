@@ -1,0 +1,188 @@
+//! Wires the crates into the running appliance and takes it down in order.
+//!
+//! sources ──frames──► analyser ──rows──► storage writer
+//!                        └──snapshots──► live view ◄── HTTP server ──► storage reader
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use vigil_inference::ModelRegistry;
+use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats, SourceUrl};
+use vigil_storage::{spawn_writer, Reader, WriterConfig};
+use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
+
+use crate::analyse::{Analyser, AnalysisStats, BatchPolicy, CameraFilter};
+use crate::config::Config;
+use crate::shutdown;
+
+/// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let mut signals = shutdown::install()?;
+    let running = start(&config)?;
+    let signal = shutdown::wait(&mut signals);
+    tracing::info!(signal, "shutting down");
+    running.stop();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The started appliance.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    sources: Vec<SourceHandle>,
+    analyser: std::thread::JoinHandle<()>,
+    writer: vigil_storage::WriterHandle,
+    server: vigil_web_ui::ServerHandle,
+}
+
+pub fn start(config: &Config) -> anyhow::Result<Running> {
+    vigil_ingest::init().context("initialising ffmpeg")?;
+    let db = vigil_storage::prepare(&config.storage.path)?;
+    tracing::info!(database = %db.display(), "storage ready");
+
+    let device = candle_core::Device::Cpu;
+    let detector = ModelRegistry::from_env()
+        .load(&config.detector.model, &device)
+        .context("loading the detection model (run `make models` to fetch the default one)")?;
+
+    let writer = spawn_writer(&db, WriterConfig::default())?;
+    let live = Arc::new(LiveFrames::default());
+    let max_batch = *config.detector.max_batch.get_ref();
+    // Room for a batch in flight and the next one; beyond that, drop oldest.
+    let (frame_tx, frame_rx) = frame_queue((2 * max_batch).max(2 * config.cameras.len()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut sources = Vec::new();
+    let mut directory = Vec::new();
+    let mut filters = HashMap::new();
+    for cam in &config.cameras {
+        let id = cam.id.get_ref().clone();
+        let url = SourceUrl::parse(cam.url.get_ref())?;
+        let handle = spawn_source(
+            SourceConfig {
+                camera_id: id.clone(),
+                url,
+                detect_fps: *cam.detect_fps.get_ref(),
+            },
+            frame_tx.clone(),
+            stop.clone(),
+        )?;
+        directory.push(DirectoryEntry {
+            id: id.clone(),
+            source: redact(cam.url.get_ref()),
+            detect_fps: *cam.detect_fps.get_ref(),
+            stats: handle.stats.clone(),
+        });
+        filters.insert(
+            id,
+            CameraFilter {
+                labels: cam.labels.get_ref().clone(),
+                min_score: *config.detector.min_score.get_ref(),
+            },
+        );
+        sources.push(handle);
+    }
+    // Only the sources hold senders now: when they end, the queue closes.
+    drop(frame_tx);
+
+    let analyser = Analyser {
+        detector,
+        filters,
+        policy: BatchPolicy {
+            max_batch,
+            max_wait: Duration::from_millis(config.detector.max_wait_ms),
+        },
+        store: writer.sender(),
+        live: live.clone(),
+        stats: Arc::new(AnalysisStats::default()),
+    };
+    let analyser = std::thread::Builder::new()
+        .name("analyser".into())
+        .spawn(move || analyser.run(frame_rx))?;
+
+    let server = vigil_web_ui::start(
+        &ServerConfig {
+            listen: config.server.listen.get_ref().clone(),
+            workers: 2,
+        },
+        AppState {
+            cameras: Arc::new(Directory(directory)),
+            live,
+            reader: Arc::new(Reader::new(&db)),
+        },
+    )?;
+    Ok(Running {
+        stop,
+        sources,
+        analyser,
+        writer,
+        server,
+    })
+}
+
+impl Running {
+    /// Sources stop, the queue drains through the model, the writer commits,
+    /// then the HTTP server closes.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for s in self.sources {
+            s.join();
+        }
+        if self.analyser.join().is_err() {
+            tracing::error!("analyser thread panicked");
+        }
+        self.writer.finish();
+        self.server.stop();
+    }
+}
+
+struct DirectoryEntry {
+    id: String,
+    source: String,
+    detect_fps: f64,
+    stats: Arc<SourceStats>,
+}
+
+struct Directory(Vec<DirectoryEntry>);
+
+impl CameraDirectory for Directory {
+    fn cameras(&self) -> Vec<CameraStatus> {
+        self.0
+            .iter()
+            .map(|e| CameraStatus {
+                id: e.id.clone(),
+                source: e.source.clone(),
+                detect_fps: e.detect_fps,
+                ingest: serde_json::to_value(e.stats.snapshot()).unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// Hides `user:password@` in a URL before it is shown anywhere.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_leave_the_box() {
+        assert_eq!(
+            redact("rtsp://admin:secret@10.0.0.2/s1"),
+            "rtsp://***@10.0.0.2/s1"
+        );
+        assert_eq!(redact("rtsp://10.0.0.2/s1"), "rtsp://10.0.0.2/s1");
+        assert_eq!(redact("/data/a@b.mp4"), "/data/a@b.mp4");
+    }
+}

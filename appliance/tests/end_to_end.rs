@@ -1,0 +1,352 @@
+//! The whole appliance as a user runs it: `vigil run` on the real street
+//! clip with the real model, queried over HTTP, stopped with SIGTERM.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn assets() -> PathBuf {
+    std::env::var_os("VIGIL_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
+}
+
+/// Imports the default model from the TF.js files into `dir` with the CLI.
+fn import_model(dir: &Path) {
+    let out = Command::new(VIGIL)
+        .args(["import-tfjs", "--out"])
+        .arg(dir.join("ssdlite_mobilenet_v2_coco.safetensors"))
+        .arg(assets().join("models/ssdlite_mobilenet_v2_coco_tfjs/model.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get_json(url: &str) -> Option<Value> {
+    let mut res = ureq::get(url).call().ok()?;
+    serde_json::from_str(&res.body_mut().read_to_string().ok()?).ok()
+}
+
+/// The page's DOM after headless Chromium ran its scripts for a few seconds.
+fn browser_dom(url: &str) -> String {
+    let chromium = std::env::var("VIGIL_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("{chromium} must be installed (make test installs it): {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills the child if the test fails before the orderly stop.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    import_model(&models);
+    let port = free_port();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("vigil.toml");
+    let clip = assets().join("video/vtest.avi");
+    let mut f = std::fs::File::create(&config).unwrap();
+    write!(
+        f,
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = {data:?}\n\n\
+         [[cameras]]\nid = \"street\"\nurl = {url:?}\ndetect_fps = 4\n",
+        url = format!("file://{}?loop=1", clip.display()),
+    )
+    .unwrap();
+    drop(f);
+
+    let child = Command::new(VIGIL)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("VIGIL_MODEL_DIR", &models)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(Some(child));
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+
+    // Wait for people to be stored.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let people = loop {
+        if let Some(page) = get_json(&format!("{base}/detections?camera=street&limit=1000")) {
+            let people: Vec<Value> = page["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["label"] == "person")
+                .cloned()
+                .collect();
+            if people.len() >= 10 {
+                break people;
+            }
+        }
+        let status = guard.0.as_mut().unwrap().try_wait().unwrap();
+        assert!(status.is_none(), "vigil exited early: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no person detections within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    // Plausible boxes: inside the 768x576 frame, person-shaped (taller than
+    // wide), not tiny, not the whole frame; scores above the default 0.5.
+    for d in &people {
+        let b: Vec<f64> = d["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let (w, h) = (b[2] - b[0], b[3] - b[1]);
+        assert!(
+            b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 768.0 && b[3] <= 576.0,
+            "{d}"
+        );
+        assert!(w > 8.0 && h > 20.0 && w < 400.0 && h < 500.0, "{d}");
+        assert!(h > w, "a walking person is taller than wide: {d}");
+        let score = d["score"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&score), "{d}");
+        assert!(d["frame_time"].as_str().unwrap().ends_with('Z'), "{d}");
+    }
+
+    // The camera list reports the source streaming.
+    let cams = get_json(&format!("{base}/cameras")).unwrap();
+    assert_eq!(cams[0]["id"], "street");
+    assert_eq!(cams[0]["ingest"]["state"], "streaming");
+
+    // Paging with the cursor returns each row once, in order.
+    let first = get_json(&format!("{base}/detections?after=0&limit=5")).unwrap();
+    let next = first["next_after"].as_i64().unwrap();
+    let second = get_json(&format!("{base}/detections?after={next}&limit=5")).unwrap();
+    let ids: Vec<i64> = first["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["detections"].as_array().unwrap())
+        .map(|d| d["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 10);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // A hostile query gets a clear 400, not a crash.
+    let bad = ureq::get(&format!("{base}/detections?limit=99999")).call();
+    assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");
+
+    // The live view serves a real JPEG of an analysed frame.
+    let snap = get_json(&format!("{base}/cameras/street/snapshot")).unwrap();
+    assert_eq!(
+        (snap["width"].as_u64(), snap["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    let mut jpeg = ureq::get(&format!("{base}/cameras/street/snapshot.jpg"))
+        .call()
+        .unwrap();
+    let bytes = jpeg.body_mut().read_to_vec().unwrap();
+    assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
+
+    // A real browser renders the live view: the frame loaded, people boxed.
+    let dom = browser_dom(&format!("http://127.0.0.1:{port}/"));
+    assert!(dom.contains(r#"data-camera="street""#), "{dom}");
+    assert!(
+        dom.contains(&format!(
+            r#"src="http://127.0.0.1:{port}/api/v1/cameras/street/snapshot.jpg?seq="#
+        )),
+        "frame image shown: {dom}"
+    );
+    assert!(
+        dom.contains(r#"class="detection" data-label="person""#),
+        "boxes drawn: {dom}"
+    );
+
+    // SIGTERM: orderly shutdown, exit 0, and every row the API showed is on disk.
+    let mut child = guard.0.take().unwrap();
+    let shown_before_stop = get_json(&format!("{base}/detections?limit=1")).unwrap()["next_after"]
+        .as_i64()
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "exit {exit:?}\n{stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+
+    let db = rusqlite::Connection::open(data.join("vigil.sqlite3")).unwrap();
+    let count: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM detections WHERE label = 'person'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(count >= 10);
+    let total_max: i64 = db
+        .query_row("SELECT MAX(id) FROM detections", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        total_max >= shown_before_stop,
+        "rows shown over HTTP are on disk"
+    );
+}
+
+#[test]
+fn bad_config_exits_2_naming_field_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[storage]\npath = \"/tmp/x\"\n\n[[cameras]]\nid = \"gate\"\nurl = \"a.mp4\"\ndetect_fps = -1\n",
+    )
+    .unwrap();
+    for args in [vec!["check-config"], vec!["run", "--config"]] {
+        let out = Command::new(VIGIL)
+            .args(&args)
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("bad.toml:7: cameras[0].detect_fps"), "{err}");
+    }
+    let ok = tmp.path().join("ok.toml");
+    std::fs::write(&ok, "[storage]\npath = \"/tmp/x\"\n").unwrap();
+    let out = Command::new(VIGIL)
+        .arg("check-config")
+        .arg(&ok)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/vigil.toml");
+    let out = Command::new(VIGIL)
+        .arg("check-config")
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn detect_prints_one_json_array_with_boxes_in_source_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    import_model(tmp.path());
+    let photo = assets().join("images/dog.jpg");
+    let out = Command::new(VIGIL)
+        .args(["detect", "--json", "--model"])
+        .arg(tmp.path().join("ssdlite_mobilenet_v2_coco.safetensors"))
+        .arg(&photo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let img = &v.as_array().unwrap()[0];
+    assert_eq!(img["image"], photo.display().to_string());
+    assert_eq!(
+        (img["width"].as_u64(), img["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    let labels: Vec<&str> = img["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["label"].as_str().unwrap())
+        .collect();
+    for want in ["bicycle", "dog", "car"] {
+        assert!(labels.contains(&want), "{labels:?}");
+    }
+    let dog = img["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["label"] == "dog")
+        .unwrap();
+    let b: Vec<f64> = dog["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // The reference run puts the dog at [133, 220, 316, 542].
+    assert!(
+        (b[0] - 133.3).abs() < 15.0 && (b[3] - 541.8).abs() < 15.0,
+        "{b:?}"
+    );
+
+    let missing = Command::new(VIGIL)
+        .args(["detect", "/nonexistent.jpg", "--model"])
+        .arg(tmp.path().join("ssdlite_mobilenet_v2_coco.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.jpg"));
+}

@@ -1,0 +1,189 @@
+//! [`SsdLiteDetector`]: the SSDLite model with its pre- and post-processing.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use crate::labels::coco91_label;
+use crate::models::ssdlite::SsdLite;
+use crate::models::Weights;
+use crate::postprocess::{decode_ssd_box, non_max_suppression, Candidate};
+use crate::preprocess::resize_bilinear_planar;
+use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError};
+
+/// When a detection is reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Minimum class probability.
+    pub score: f32,
+    /// Boxes overlapping a better one by more than this are dropped.
+    pub iou: f32,
+    /// At most this many detections per image.
+    pub max_detections: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            score: 0.3,
+            iou: 0.5,
+            max_detections: 50,
+        }
+    }
+}
+
+/// SSDLite-MobileNetV2 trained on COCO: one box and one best class per anchor.
+pub struct SsdLiteDetector {
+    name: String,
+    model: SsdLite,
+    anchors: Vec<[f32; 4]>,
+    box_scales: [f32; 4],
+    input_size: usize,
+    pixel_scale: f32,
+    pixel_offset: f32,
+    device: Device,
+    pub thresholds: Thresholds,
+}
+
+impl SsdLiteDetector {
+    /// Loads a safetensors file written by the importer.
+    pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self, InferenceError> {
+        Self::from_weights(&Weights::load(path, device)?, name, device)
+    }
+
+    pub fn from_weights(w: &Weights, name: &str, device: &Device) -> Result<Self, InferenceError> {
+        let model = SsdLite::load(w)?;
+        let anchors: Vec<[f32; 4]> = w
+            .get_vec("anchors")?
+            .chunks_exact(4)
+            .map(|a| [a[0], a[1], a[2], a[3]])
+            .collect();
+        let s = w.get_vec("box_coder.scales")?;
+        let input = w.get_vec("input.size_scale_offset")?;
+        Ok(Self {
+            name: name.to_string(),
+            model,
+            anchors,
+            box_scales: [s[0], s[1], s[2], s[3]],
+            input_size: input[0] as usize,
+            pixel_scale: input[1],
+            pixel_offset: input[2],
+            device: device.clone(),
+            thresholds: Thresholds::default(),
+        })
+    }
+
+    /// Side of the square model input, in pixels.
+    pub fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    /// Resizes and normalises every image into one `[N, 3, S, S]` batch.
+    fn preprocess(&self, images: &[ImageView<'_>]) -> Result<Tensor, InferenceError> {
+        let s = self.input_size;
+        let per_image = 3 * s * s;
+        let mut batch = vec![0f32; images.len() * per_image];
+        batch
+            .par_chunks_mut(per_image)
+            .zip(images.par_iter())
+            .for_each(|(dst, img)| {
+                resize_bilinear_planar(img, s, s, self.pixel_scale, self.pixel_offset, dst)
+            });
+        Ok(Tensor::from_vec(
+            batch,
+            (images.len(), 3, s, s),
+            &self.device,
+        )?)
+    }
+
+    /// Best class per anchor, decoded boxes, threshold and NMS for one image.
+    fn postprocess(&self, codes: &[f32], logits: &[f32], image: &ImageView<'_>) -> Vec<Detection> {
+        let classes = logits.len() / self.anchors.len();
+        // Sigmoid is monotonic: pick the best logit, then convert only that one.
+        let min_logit = (self.thresholds.score / (1.0 - self.thresholds.score)).ln();
+        let candidates = self
+            .anchors
+            .iter()
+            .enumerate()
+            .filter_map(|(a, anchor)| {
+                let row = &logits[a * classes..(a + 1) * classes];
+                let (best, &logit) = row
+                    .iter()
+                    .enumerate()
+                    .skip(1) // column 0 is background
+                    .max_by(|x, y| x.1.total_cmp(y.1))?;
+                if logit < min_logit {
+                    return None;
+                }
+                let code = [
+                    codes[a * 4],
+                    codes[a * 4 + 1],
+                    codes[a * 4 + 2],
+                    codes[a * 4 + 3],
+                ];
+                Some(Candidate {
+                    class: best as u32,
+                    score: 1.0 / (1.0 + (-logit).exp()),
+                    bbox: decode_ssd_box(*anchor, code, self.box_scales),
+                })
+            })
+            .filter(|c| c.score >= self.thresholds.score)
+            .collect();
+        let (w, h) = (image.width as f32, image.height as f32);
+        non_max_suppression(
+            candidates,
+            self.thresholds.iou,
+            self.thresholds.max_detections,
+        )
+        .into_iter()
+        .filter_map(|c| {
+            let label = coco91_label(c.class)?;
+            let b = c.bbox;
+            Some(Detection {
+                label: label.to_string(),
+                score: c.score,
+                bbox: BoundingBox {
+                    x0: (b.x0 * w).clamp(0.0, w),
+                    y0: (b.y0 * h).clamp(0.0, h),
+                    x1: (b.x1 * w).clamp(0.0, w),
+                    y1: (b.y1 * h).clamp(0.0, h),
+                },
+            })
+        })
+        .collect()
+    }
+}
+
+impl Detector for SsdLiteDetector {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn set_score_threshold(&mut self, score: f32) {
+        self.thresholds.score = score;
+    }
+
+    fn detect(&self, images: &[ImageView<'_>]) -> Result<Vec<Vec<Detection>>, InferenceError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = self.preprocess(images)?;
+        let (codes, logits) = self.model.forward(&input)?;
+        let codes = codes.flatten_all()?.to_vec1::<f32>()?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let per_codes = codes.len() / images.len();
+        let per_logits = logits.len() / images.len();
+        Ok(images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| {
+                self.postprocess(
+                    &codes[i * per_codes..(i + 1) * per_codes],
+                    &logits[i * per_logits..(i + 1) * per_logits],
+                    img,
+                )
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,63 @@
+//! Detector architectures written in candle.
+
+pub mod layers;
+pub mod ssdlite;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::InferenceError;
+
+/// Named tensors of one model file, handed out by name with clear errors.
+pub struct Weights {
+    tensors: HashMap<String, Tensor>,
+    source: PathBuf,
+}
+
+impl Weights {
+    /// Loads a safetensors file onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, InferenceError> {
+        if !path.is_file() {
+            return Err(InferenceError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
+            InferenceError::ModelFormat {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            tensors,
+            source: path.to_path_buf(),
+        })
+    }
+
+    pub fn from_map(tensors: HashMap<String, Tensor>, source: PathBuf) -> Self {
+        Self { tensors, source }
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Result<Tensor, InferenceError> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| InferenceError::ModelFormat {
+                path: self.source.clone(),
+                reason: format!("missing tensor {name}"),
+            })
+    }
+
+    /// The tensor called `name` as a flat f32 vector (small constants).
+    pub fn get_vec(&self, name: &str) -> Result<Vec<f32>, InferenceError> {
+        Ok(self
+            .get(name)?
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?)
+    }
+}

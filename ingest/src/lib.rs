@@ -1,0 +1,89 @@
+//! Camera ingest for Vigil: open a source with ffmpeg, decode, sample frames
+//! at the detection rate and hand them on through a bounded queue.
+//! Knows nothing of models, storage or HTTP.
+
+mod decode;
+pub mod pacing;
+pub mod queue;
+pub mod source;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use queue::{frame_queue, FrameReceiver, FrameSender};
+pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl};
+pub use stats::{SourceState, SourceStats, StatsSnapshot};
+
+/// Errors from opening or decoding a source.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot open {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: ffmpeg_next::Error,
+    },
+    #[error("{url} has no video stream")]
+    NoVideo { url: String },
+    #[error("{url}: no decoder for codec {codec}")]
+    NoDecoder { url: String, codec: String },
+    #[error("{url}: decoding failed: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: ffmpeg_next::Error,
+    },
+    #[error("invalid source url {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+}
+
+/// One decoded, sampled video frame in packed RGB24.
+///
+/// Two clocks, never mixed: `pts_us` is the stream's own timestamp
+/// (microseconds from the stream start, continuing across file loops), and
+/// `wall_time` is when this box decoded the frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub camera_id: Arc<str>,
+    /// Counts sampled frames of this camera from 0.
+    pub seq: u64,
+    pub pts_us: i64,
+    pub wall_time: SystemTime,
+    pub width: u32,
+    pub height: u32,
+    /// `height` rows of `width * 3` bytes.
+    pub rgb: Vec<u8>,
+}
+
+/// Initialises ffmpeg once per process and keeps its logging quiet: errors
+/// reach our logs through the sources, not through ffmpeg's stderr.
+pub fn init() -> Result<(), ffmpeg_next::Error> {
+    ffmpeg_next::init()?;
+    ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+    Ok(())
+}
+
+/// The linked libavcodec's version, as `major.minor.micro`.
+pub fn libavcodec_version() -> String {
+    let v = ffmpeg_next::codec::version();
+    format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff)
+}
+
+/// Decodes the first frame of a still image (JPEG, PNG, …) or video file to
+/// packed RGB24: `(width, height, bytes)`. Photos go through the same ffmpeg
+/// decoders as camera frames, so a model sees the same pixels either way.
+pub fn decode_still(path: &std::path::Path) -> Result<(u32, u32, Vec<u8>), IngestError> {
+    let url = SourceUrl::File {
+        path: path.to_path_buf(),
+        looping: false,
+        realtime: false,
+    };
+    let mut input = decode::VideoInput::open(&url)?;
+    match input.next_frame()? {
+        Some(_) => input.convert_to_rgb(),
+        None => Err(IngestError::NoVideo {
+            url: url.ffmpeg_location(),
+        }),
+    }
+}

@@ -1,0 +1,328 @@
+//! A camera source: one thread that opens the input, decodes, samples at
+//! the detection rate, and reconnects with backoff when the input fails.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::decode::VideoInput;
+use crate::pacing::{Pacer, Sampler};
+use crate::queue::FrameSender;
+use crate::stats::{SourceState, SourceStats};
+use crate::{Frame, IngestError};
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// A local file. `looping` restarts it at the end; `realtime` plays it
+    /// at the speed it was recorded (off: as fast as it decodes).
+    File {
+        path: PathBuf,
+        looping: bool,
+        realtime: bool,
+    },
+    /// rtsp://, rtsps://, rtmp://, http://, https://: read as fast as it comes.
+    Network(String),
+}
+
+impl SourceUrl {
+    /// Parses `rtsp://…`, `http(s)://…`, `file:///path?loop=0|1&realtime=0|1`
+    /// or a plain path. Files loop and play at real time unless told otherwise.
+    pub fn parse(url: &str) -> Result<Self, IngestError> {
+        let bad = |reason: &str| IngestError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(bad("empty"));
+        }
+        for scheme in ["rtsp://", "rtsps://", "rtmp://", "http://", "https://"] {
+            if url.starts_with(scheme) {
+                return Ok(Self::Network(url.to_string()));
+            }
+        }
+        let rest = match url.strip_prefix("file://") {
+            Some(rest) => rest,
+            None if url.contains("://") => return Err(bad("unsupported scheme")),
+            None => url,
+        };
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (mut looping, mut realtime) = (true, true);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let flag = match value {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => return Err(bad("file options take 0 or 1")),
+            };
+            match key {
+                "loop" => looping = flag,
+                "realtime" => realtime = flag,
+                _ => return Err(bad("file options are loop=0|1 and realtime=0|1")),
+            }
+        }
+        if path.is_empty() {
+            return Err(bad("no file path"));
+        }
+        Ok(Self::File {
+            path: PathBuf::from(path),
+            looping,
+            realtime,
+        })
+    }
+
+    pub fn is_network(&self) -> bool {
+        matches!(self, Self::Network(_))
+    }
+
+    /// What ffmpeg opens.
+    pub fn ffmpeg_location(&self) -> String {
+        match self {
+            Self::File { path, .. } => path.display().to_string(),
+            Self::Network(url) => url.clone(),
+        }
+    }
+}
+
+/// One camera to run.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub camera_id: String,
+    pub url: SourceUrl,
+    /// Frames per second handed on for detection.
+    pub detect_fps: f64,
+}
+
+/// A running source thread.
+pub struct SourceHandle {
+    pub camera_id: String,
+    pub stats: Arc<SourceStats>,
+    thread: JoinHandle<()>,
+}
+
+impl SourceHandle {
+    /// Waits for the thread to end (after `stop` was set or the input ended).
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!(camera = %self.camera_id, "source thread panicked");
+        }
+    }
+}
+
+/// Starts a thread that feeds `queue` from `config` until `stop` is set or
+/// a non-looping file ends. The thread's queue handle goes when it ends.
+pub fn spawn_source(
+    config: SourceConfig,
+    queue: FrameSender,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<SourceHandle> {
+    let stats = Arc::new(SourceStats::default());
+    let camera_id = config.camera_id.clone();
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("src-{}", config.camera_id))
+        .spawn(move || {
+            let span = tracing::info_span!("source", camera = %config.camera_id);
+            let _guard = span.enter();
+            SourceRun::new(config, queue, stop, thread_stats).run();
+        })?;
+    Ok(SourceHandle {
+        camera_id,
+        stats,
+        thread,
+    })
+}
+
+/// How one input session ended.
+enum SessionEnd {
+    EndOfStream,
+    Stopped,
+    Failed(IngestError),
+}
+
+struct SourceRun {
+    config: SourceConfig,
+    camera: Arc<str>,
+    queue: FrameSender,
+    stop: Arc<AtomicBool>,
+    stats: Arc<SourceStats>,
+    sampler: Sampler,
+    pacer: Option<Pacer>,
+    seq: u64,
+    /// Stream time at which the next session starts, so time keeps rising
+    /// across file loops and reconnects.
+    session_base_us: i64,
+}
+
+impl SourceRun {
+    fn new(
+        config: SourceConfig,
+        queue: FrameSender,
+        stop: Arc<AtomicBool>,
+        stats: Arc<SourceStats>,
+    ) -> Self {
+        let pacer = matches!(config.url, SourceUrl::File { realtime: true, .. }).then(Pacer::new);
+        Self {
+            camera: config.camera_id.as_str().into(),
+            sampler: Sampler::new(config.detect_fps),
+            config,
+            queue,
+            stop,
+            stats,
+            pacer,
+            seq: 0,
+            session_base_us: 0,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        while !self.stopping() {
+            self.stats.set_state(SourceState::Connecting);
+            let end = match VideoInput::open(&self.config.url) {
+                Ok(input) => {
+                    tracing::info!(url = %self.config.url.ffmpeg_location(), "source opened");
+                    backoff = BACKOFF_MIN;
+                    self.stats.set_state(SourceState::Streaming);
+                    self.session(input)
+                }
+                Err(e) => SessionEnd::Failed(e),
+            };
+            match end {
+                SessionEnd::Stopped => break,
+                SessionEnd::EndOfStream => match self.config.url {
+                    SourceUrl::File { looping: true, .. } => continue,
+                    SourceUrl::File { looping: false, .. } => {
+                        tracing::info!("file ended");
+                        break;
+                    }
+                    SourceUrl::Network(_) => {
+                        tracing::warn!("stream ended; reconnecting");
+                        self.stats.set_error("stream ended".into());
+                    }
+                },
+                SessionEnd::Failed(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "source failed");
+                    self.stats.set_error(e.to_string());
+                }
+            }
+            self.stats.set_state(SourceState::Retrying);
+            self.sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.set_state(SourceState::Stopped);
+    }
+
+    /// Reads one opened input until it ends, fails or we stop.
+    fn session(&mut self, mut input: VideoInput) -> SessionEnd {
+        let mut first_raw: Option<i64> = None;
+        let mut last_t = self.session_base_us;
+        let end = loop {
+            if self.stopping() {
+                break SessionEnd::Stopped;
+            }
+            let raw = match input.next_frame() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break SessionEnd::EndOfStream,
+                Err(e) => break SessionEnd::Failed(e),
+            };
+            self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+            let t = self.session_base_us + (raw - *first_raw.get_or_insert(raw)).max(0);
+            last_t = t;
+            if let Some(pacer) = &mut self.pacer {
+                let wait = pacer.delay(t, Instant::now());
+                self.sleep(wait);
+            }
+            if !self.sampler.take(t) {
+                continue;
+            }
+            let (width, height, rgb) = match input.convert_to_rgb() {
+                Ok(converted) => converted,
+                Err(e) => break SessionEnd::Failed(e),
+            };
+            let frame = Frame {
+                camera_id: self.camera.clone(),
+                seq: self.seq,
+                pts_us: t,
+                wall_time: SystemTime::now(),
+                width,
+                height,
+                rgb,
+            };
+            self.seq += 1;
+            self.stats.frames_sampled.fetch_add(1, Ordering::Relaxed);
+            let dropped = self.queue.send(frame);
+            if dropped > 0 {
+                self.stats
+                    .frames_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+        };
+        self.session_base_us = last_t + input.frame_duration_us();
+        end
+    }
+
+    /// Sleeps up to `d`, waking early when asked to stop.
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_source_kinds() {
+        assert_eq!(
+            SourceUrl::parse("rtsp://10.0.0.2/s1").unwrap(),
+            SourceUrl::Network("rtsp://10.0.0.2/s1".into())
+        );
+        assert_eq!(
+            SourceUrl::parse("file:///data/a.mp4?loop=0").unwrap(),
+            SourceUrl::File {
+                path: "/data/a.mp4".into(),
+                looping: false,
+                realtime: true
+            }
+        );
+        assert_eq!(
+            SourceUrl::parse("clips/b.avi").unwrap(),
+            SourceUrl::File {
+                path: "clips/b.avi".into(),
+                looping: true,
+                realtime: true
+            }
+        );
+        assert_eq!(
+            SourceUrl::parse("file:///c.mp4?realtime=0&loop=0").unwrap(),
+            SourceUrl::File {
+                path: "/c.mp4".into(),
+                looping: false,
+                realtime: false
+            }
+        );
+        assert!(SourceUrl::parse("file:///c.mp4?loop=maybe").is_err());
+        assert!(SourceUrl::parse("gopher://x").is_err());
+        assert!(SourceUrl::parse("file:///a.mp4?speed=2").is_err());
+        assert!(SourceUrl::parse("  ").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Vigil needs on Debian 12:
+# ffmpeg's libraries and headers, clang for bindgen, Node.js (model fetch and
+# the JPEG reference decoder), Chromium (UI tests) and the Rust toolchain.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
+          libswscale-dev procps ca-certificates curl)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+command -v chromium >/dev/null || packages+=(chromium)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "Rust is installed in ~/.cargo/bin: add it to PATH (source ~/.cargo/env)" >&2
+  else
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
+      --component rustfmt,clippy
+    echo "Rust installed: run 'source ~/.cargo/env' or open a new shell, then run make again" >&2
+  fi
+  exit 1
+fi

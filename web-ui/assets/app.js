@@ -1,0 +1,103 @@
+// Vigil live view: polls the REST API, shows each camera's latest analysed
+// frame with its boxes, and the newest detections.
+"use strict";
+
+const POLL_MS = 500;
+const SVG_NS = "http://www.w3.org/2000/svg";
+const cards = new Map(); // camera id -> {root, img, svg, state, seq}
+
+async function getJson(url) {
+  const res = await fetch(url, { cache: "no-store" });
+  if (!res.ok) throw new Error(`${url}: ${res.status}`);
+  return res.json();
+}
+
+function el(tag, attrs = {}, text) {
+  const node = tag === "svg" || ["rect", "text", "g"].includes(tag)
+    ? document.createElementNS(SVG_NS, tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function card(cam) {
+  let c = cards.get(cam.id);
+  if (c) return c;
+  const root = el("article", { class: "camera", "data-camera": cam.id });
+  const head = el("header");
+  head.append(el("h3", {}, cam.id));
+  const state = el("span", { class: "muted" });
+  head.append(state);
+  const view = el("div", { class: "view" });
+  const img = el("img", { alt: `latest frame of ${cam.id}` });
+  const svg = el("svg", { preserveAspectRatio: "none" });
+  const placeholder = el("div", { class: "placeholder" }, "waiting for the first frame…");
+  view.append(placeholder);
+  root.append(head, view);
+  document.getElementById("cameras").append(root);
+  c = { root, view, img, svg, state, placeholder, seq: -1 };
+  cards.set(cam.id, c);
+  return c;
+}
+
+function drawBoxes(c, snap) {
+  c.svg.setAttribute("viewBox", `0 0 ${snap.width} ${snap.height}`);
+  c.svg.replaceChildren();
+  for (const d of snap.detections) {
+    const [x0, y0, x1, y1] = d.box;
+    const g = el("g", { class: "detection", "data-label": d.label });
+    g.append(el("rect", { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }));
+    const label = `${d.label} ${(d.score * 100).toFixed(0)}%`;
+    g.append(el("rect", { class: "tag", x: x0, y: Math.max(0, y0 - 16), width: label.length * 7 + 6, height: 16 }));
+    g.append(el("text", { x: x0 + 3, y: Math.max(12, y0 - 4) }, label));
+    c.svg.append(g);
+  }
+}
+
+async function refreshCamera(cam) {
+  const c = card(cam);
+  c.state.textContent = `${cam.ingest.state} · ${cam.stored_detections} stored`;
+  let snap;
+  try {
+    snap = await getJson(`/api/v1/cameras/${encodeURIComponent(cam.id)}/snapshot`);
+  } catch { return; }
+  if (snap.seq === c.seq) return;
+  // Load the picture of exactly this frame, then draw its boxes over it.
+  const src = `/api/v1/cameras/${encodeURIComponent(cam.id)}/snapshot.jpg?seq=${snap.seq}`;
+  const next = new Image();
+  next.onload = () => {
+    c.img.src = next.src;
+    if (c.placeholder.isConnected) c.placeholder.replaceWith(c.img, c.svg);
+    drawBoxes(c, snap);
+    c.seq = snap.seq;
+  };
+  next.src = src;
+}
+
+async function refreshDetections() {
+  const data = await getJson("/api/v1/detections?limit=15");
+  const rows = data.detections.slice().reverse().map((d) => {
+    const tr = el("tr");
+    const box = d.box.map((v) => v.toFixed(0)).join(", ");
+    for (const v of [d.frame_time.slice(11, 23), d.camera, d.label, d.score.toFixed(2), box]) {
+      tr.append(el("td", {}, v));
+    }
+    return tr;
+  });
+  document.querySelector("#detections tbody").replaceChildren(...rows);
+}
+
+async function tick() {
+  const status = document.getElementById("status");
+  try {
+    const cams = await getJson("/api/v1/cameras");
+    await Promise.all(cams.map(refreshCamera));
+    await refreshDetections();
+    status.textContent = `${cams.length} camera${cams.length === 1 ? "" : "s"} · live`;
+  } catch (e) {
+    status.textContent = `disconnected (${e.message})`;
+  }
+  setTimeout(tick, POLL_MS);
+}
+
+tick();

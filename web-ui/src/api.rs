@@ -1,0 +1,287 @@
+//! REST handlers under `/api/v1`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{http::header, web, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use vigil_storage::{DetectionQuery, StoredDetection};
+
+use crate::AppState;
+
+pub(crate) const DEFAULT_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 1000;
+const MAX_CAMERA_ID_LEN: usize = 64;
+
+/// An API error: a status and a message a person can act on, as JSON.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+/// `2026-11-22T10:00:00.123Z` for a Unix-millisecond wall time.
+fn rfc3339_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Accepts Unix milliseconds or an RFC 3339 time.
+fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "since={s:?}: expected Unix milliseconds or an RFC 3339 time such as 2026-01-31T12:00:00Z"
+        ))
+    })?;
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| ApiError::BadRequest("since is before 1970".into()))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| ApiError::BadRequest("since is too far in the future".into()))
+}
+
+fn check_camera_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_CAMERA_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "camera id {id:?}: use 1-{MAX_CAMERA_ID_LEN} letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+pub(crate) async fn cameras(state: web::Data<AppState>) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Camera {
+        #[serde(flatten)]
+        status: crate::CameraStatus,
+        last_frame_time: Option<String>,
+        stored_detections: i64,
+    }
+    let counts = state.reader.counts_by_camera().unwrap_or_default();
+    let list: Vec<Camera> = state
+        .cameras
+        .cameras()
+        .into_iter()
+        .map(|status| Camera {
+            last_frame_time: state
+                .live
+                .latest(&status.id)
+                .map(|s| rfc3339_ms(s.frame_wall_ms)),
+            stored_detections: counts
+                .iter()
+                .find(|(c, _)| *c == status.id)
+                .map_or(0, |(_, n)| *n),
+            status,
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DetectionParams {
+    camera: Option<String>,
+    since: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ApiDetection {
+    id: i64,
+    camera: String,
+    frame_seq: u64,
+    /// Stream clock, seconds from the stream's start.
+    frame_pts: f64,
+    /// Wall clock of the box when the frame was decoded.
+    frame_time: String,
+    label: String,
+    score: f32,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+}
+
+/// One page of detections; pass `next_after` as `after` to get the next.
+#[derive(Serialize)]
+struct DetectionPage {
+    detections: Vec<ApiDetection>,
+    next_after: Option<i64>,
+}
+
+impl From<StoredDetection> for ApiDetection {
+    fn from(d: StoredDetection) -> Self {
+        let r = d.record;
+        Self {
+            id: d.id,
+            frame_time: rfc3339_ms(r.frame_wall_ms),
+            frame_pts: r.frame_pts_us as f64 / 1e6,
+            camera: r.camera,
+            frame_seq: r.frame_seq,
+            label: r.label,
+            score: (r.score * 1e4).round() / 1e4,
+            bbox: r.bbox.map(|v| (v * 10.0).round() / 10.0),
+        }
+    }
+}
+
+pub(crate) async fn detections(
+    state: web::Data<AppState>,
+    params: web::Query<DetectionParams>,
+) -> Result<HttpResponse, ApiError> {
+    let p = params.into_inner();
+    if let Some(c) = &p.camera {
+        check_camera_id(c)?;
+    }
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        )));
+    }
+    if p.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::BadRequest(
+            "after must be a detection id >= 0".into(),
+        ));
+    }
+    let query = DetectionQuery {
+        camera: p.camera,
+        since_ms: p.since.as_deref().map(parse_time_ms).transpose()?,
+        after_id: p.after,
+        limit,
+    };
+    let reader = state.reader.clone();
+    let rows = web::block(move || reader.detections(&query))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let page = DetectionPage {
+        next_after: rows.last().map(|d| d.id).or(p.after),
+        detections: rows.into_iter().map(Into::into).collect(),
+    };
+    Ok(HttpResponse::Ok().json(page))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SeqParam {
+    seq: Option<u64>,
+}
+
+fn known_camera(state: &AppState, id: &str) -> Result<(), ApiError> {
+    check_camera_id(id)?;
+    if state.cameras.cameras().iter().any(|c| c.id == id) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("no camera {id:?}")))
+    }
+}
+
+pub(crate) async fn snapshot(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    known_camera(&state, &id)?;
+    let snap = state
+        .live
+        .latest(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} has no analysed frame yet")))?;
+    #[derive(Serialize)]
+    struct SnapshotInfo<'a> {
+        camera: &'a str,
+        seq: u64,
+        frame_time: String,
+        width: u32,
+        height: u32,
+        detections: &'a [crate::LiveDetection],
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(SnapshotInfo {
+            camera: &id,
+            seq: snap.seq,
+            frame_time: rfc3339_ms(snap.frame_wall_ms),
+            width: snap.width,
+            height: snap.height,
+            detections: &snap.detections,
+        }))
+}
+
+pub(crate) async fn snapshot_jpeg(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<SeqParam>,
+) -> Result<HttpResponse, ApiError> {
+    known_camera(&state, &id)?;
+    let snap = state
+        .live
+        .get(&id, q.seq)
+        .ok_or_else(|| ApiError::NotFound(format!("camera {id:?}: frame no longer kept")))?;
+    let seq = snap.seq;
+    let jpeg = web::block(move || snap.jpeg().map(<[u8]>::to_vec))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound("frame could not be encoded".into()))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "image/jpeg"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Frame-Seq", seq.to_string()))
+        .body(jpeg))
+}
+
+pub(crate) async fn health() -> HttpResponse {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "time": rfc3339_ms(now) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_millis_and_rfc3339() {
+        assert_eq!(parse_time_ms("1700000000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_time_ms("2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert!(parse_time_ms("yesterday").is_err());
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn camera_ids_are_restricted() {
+        assert!(check_camera_id("gate-1_a").is_ok());
+        assert!(check_camera_id("").is_err());
+        assert!(check_camera_id("../etc").is_err());
+        assert!(check_camera_id(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! The latest frames of each camera with their detections, for the live view.
+//!
+//! The pipeline publishes every analysed frame here as raw RGB; a JPEG is
+//! encoded only when a browser asks for it, once per frame.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde::Serialize;
+
+/// Frames kept per camera, so a browser that read the detections of frame N
+/// can still fetch frame N's picture after N+1 arrived.
+const KEPT_PER_CAMERA: usize = 4;
+const JPEG_QUALITY: u8 = 80;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveDetection {
+    pub label: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+/// One analysed frame.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub frame_wall_ms: i64,
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<LiveDetection>,
+    rgb: Vec<u8>,
+    jpeg: OnceLock<Option<Vec<u8>>>,
+}
+
+impl Snapshot {
+    pub fn new(
+        seq: u64,
+        frame_wall_ms: i64,
+        width: u32,
+        height: u32,
+        rgb: Vec<u8>,
+        detections: Vec<LiveDetection>,
+    ) -> Self {
+        Self {
+            seq,
+            frame_wall_ms,
+            width,
+            height,
+            detections,
+            rgb,
+            jpeg: OnceLock::new(),
+        }
+    }
+
+    /// The frame as JPEG, encoded on first use.
+    pub fn jpeg(&self) -> Option<&[u8]> {
+        self.jpeg
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                let mut enc =
+                    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
+                match enc.encode(
+                    &self.rgb,
+                    self.width,
+                    self.height,
+                    image::ExtendedColorType::Rgb8,
+                ) {
+                    Ok(()) => Some(out),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "jpeg encoding failed");
+                        None
+                    }
+                }
+            })
+            .as_deref()
+    }
+}
+
+#[derive(Default)]
+pub struct LiveFrames {
+    cameras: RwLock<BTreeMap<String, VecDeque<Arc<Snapshot>>>>,
+}
+
+impl LiveFrames {
+    pub fn publish(&self, camera: &str, snapshot: Snapshot) {
+        let mut cams = self.cameras.write().unwrap_or_else(|p| p.into_inner());
+        let ring = cams.entry(camera.to_string()).or_default();
+        if ring.len() >= KEPT_PER_CAMERA {
+            ring.pop_front();
+        }
+        ring.push_back(Arc::new(snapshot));
+    }
+
+    pub fn latest(&self, camera: &str) -> Option<Arc<Snapshot>> {
+        let cams = self.cameras.read().unwrap_or_else(|p| p.into_inner());
+        cams.get(camera)?.back().cloned()
+    }
+
+    /// Frame `seq` of `camera` if still kept, else the latest.
+    pub fn get(&self, camera: &str, seq: Option<u64>) -> Option<Arc<Snapshot>> {
+        let cams = self.cameras.read().unwrap_or_else(|p| p.into_inner());
+        let ring = cams.get(camera)?;
+        match seq {
+            Some(s) => ring.iter().find(|f| f.seq == s).cloned(),
+            None => ring.back().cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(seq: u64) -> Snapshot {
+        Snapshot::new(seq, 0, 2, 2, vec![128; 12], vec![])
+    }
+
+    #[test]
+    fn keeps_the_last_frames_and_encodes_a_real_jpeg() {
+        let live = LiveFrames::default();
+        for seq in 0..6 {
+            live.publish("cam", snap(seq));
+        }
+        assert_eq!(live.latest("cam").unwrap().seq, 5);
+        assert!(live.get("cam", Some(1)).is_none());
+        let s = live.get("cam", Some(3)).unwrap();
+        let jpeg = s.jpeg().unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG start-of-image marker");
+        assert!(live.latest("other").is_none());
+    }
+}
