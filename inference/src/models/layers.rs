@@ -4,35 +4,14 @@
 use candle_core::{Module, Tensor};
 
 use super::Weights;
-use crate::ops::{depthwise_conv2d, Padding};
+pub use crate::ops::Activation;
+use crate::ops::{bias_activation, depthwise_conv2d, Padding};
 use crate::InferenceError;
-
-/// What follows a convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    None,
-    Relu6,
-}
-
-impl Activation {
-    fn apply(self, x: Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Activation::None => Ok(x),
-            Activation::Relu6 => x.clamp(0f32, 6f32),
-        }
-    }
-}
-
-/// `[C]` bias reshaped to broadcast over `[N, C, H, W]`.
-fn bias4(bias: Tensor) -> candle_core::Result<Tensor> {
-    let c = bias.dim(0)?;
-    bias.reshape((1, c, 1, 1))
-}
 
 /// A 1x1 convolution run as one matrix product over all pixels.
 pub struct Pointwise {
     weight: Tensor, // [O, C]
-    bias: Tensor,   // [1, O, 1, 1]
+    bias: Tensor,   // [O]
     act: Activation,
 }
 
@@ -43,7 +22,7 @@ impl Pointwise {
         let (o, c, _, _) = weight.dims4()?;
         Ok(Self {
             weight: weight.reshape((o, c))?,
-            bias: bias4(w.get(&format!("{prefix}.bias"))?)?,
+            bias: w.get(&format!("{prefix}.bias"))?,
             act,
         })
     }
@@ -60,9 +39,8 @@ impl Module for Pointwise {
         let y = self
             .weight
             .broadcast_matmul(&x.reshape((n, c, h * w))?)?
-            .reshape((n, o, h, w))?
-            .broadcast_add(&self.bias)?;
-        self.act.apply(y)
+            .reshape((n, o, h, w))?;
+        bias_activation(&y, &self.bias, self.act)
     }
 }
 
@@ -83,7 +61,7 @@ impl Depthwise {
     ) -> Result<Self, InferenceError> {
         Ok(Self {
             weight: w.get(&format!("{prefix}.weight"))?,
-            bias: bias4(w.get(&format!("{prefix}.bias"))?)?,
+            bias: w.get(&format!("{prefix}.bias"))?,
             stride,
             act,
         })
@@ -95,8 +73,7 @@ impl Module for Depthwise {
         let (_, _, h, w) = x.dims4()?;
         let k = self.weight.dim(2)?;
         let pad = Padding::same(h, w, k, self.stride);
-        let y = depthwise_conv2d(x, &self.weight, self.stride, pad)?.broadcast_add(&self.bias)?;
-        self.act.apply(y)
+        depthwise_conv2d(x, &self.weight, &self.bias, self.stride, pad, self.act)
     }
 }
 
@@ -117,7 +94,7 @@ impl Conv {
     ) -> Result<Self, InferenceError> {
         Ok(Self {
             weight: w.get(&format!("{prefix}.weight"))?,
-            bias: bias4(w.get(&format!("{prefix}.bias"))?)?,
+            bias: w.get(&format!("{prefix}.bias"))?,
             stride,
             act,
         })
@@ -133,9 +110,7 @@ impl Module for Conv {
         let x = x
             .pad_with_zeros(2, pad.top, pad.bottom)?
             .pad_with_zeros(3, pad.left, pad.right)?;
-        let y = x
-            .conv2d(&self.weight, 0, self.stride, 1, 1)?
-            .broadcast_add(&self.bias)?;
-        self.act.apply(y)
+        let y = x.conv2d(&self.weight, 0, self.stride, 1, 1)?;
+        bias_activation(&y, &self.bias, self.act)
     }
 }
