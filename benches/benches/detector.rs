@@ -36,6 +36,10 @@ fn depthwise(c: &mut Criterion) {
                         .unwrap()
                         .conv2d(&k, 0, stride, 1, channels)
                         .unwrap()
+                        .broadcast_add(&bias4)
+                        .unwrap()
+                        .clamp(0f32, 6f32)
+                        .unwrap()
                 })
             },
         );
