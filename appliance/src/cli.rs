@@ -76,7 +76,11 @@ pub struct ImportArgs {
     #[arg(value_name = "MODEL_JSON")]
     pub model_json: PathBuf,
     /// Output file.
-    #[arg(short, long, value_name = "FILE",
-          default_value = concat!("models/", "ssdlite_mobilenet_v2_coco", ".safetensors"))]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "models/ssdlite_mobilenet_v2_coco.safetensors"
+    )]
     pub out: PathBuf,
 }

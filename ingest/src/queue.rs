@@ -2,11 +2,16 @@
 //!
 //! A camera never waits for a slow model: when the queue is full the oldest
 //! frame goes (it is the least useful one for live analytics) and the drop is
-//! counted, so backlog never turns into latency.
+//! counted against the camera it came from, so backlog never turns into
+//! latency and every loss is visible.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use crate::Frame;
+use crate::{Frame, SourceStats};
 
 /// Creates a queue holding at most `capacity` frames.
 pub fn frame_queue(capacity: usize) -> (FrameSender, FrameReceiver) {
@@ -15,10 +20,14 @@ pub fn frame_queue(capacity: usize) -> (FrameSender, FrameReceiver) {
         FrameSender {
             tx,
             evict: rx.clone(),
+            owners: Arc::default(),
         },
         rx,
     )
 }
+
+/// Whose counters an evicted frame is charged to.
+type Owners = Arc<RwLock<HashMap<Arc<str>, Arc<SourceStats>>>>;
 
 pub type FrameReceiver = Receiver<Frame>;
 
@@ -28,9 +37,18 @@ pub struct FrameSender {
     tx: Sender<Frame>,
     // A receiver of our own, used only to evict the oldest frame.
     evict: Receiver<Frame>,
+    owners: Owners,
 }
 
 impl FrameSender {
+    /// Charges frames of `camera` evicted from now on to `stats`.
+    pub fn register(&self, camera: Arc<str>, stats: Arc<SourceStats>) {
+        self.owners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(camera, stats);
+    }
+
     /// Queues `frame`, evicting the oldest frames while the queue is full.
     /// Returns how many were evicted. Never blocks.
     pub fn send(&self, mut frame: Frame) -> u64 {
@@ -42,11 +60,21 @@ impl FrameSender {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => return dropped,
                 Err(TrySendError::Full(back)) => {
                     frame = back;
-                    if self.evict.try_recv().is_ok() {
+                    if let Ok(old) = self.evict.try_recv() {
                         dropped += 1;
+                        self.charge_drop(&old.camera_id);
                     }
                 }
             }
+        }
+    }
+}
+
+impl FrameSender {
+    fn charge_drop(&self, camera: &str) {
+        let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = owners.get(camera) {
+            stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -57,8 +85,12 @@ mod tests {
     use std::time::SystemTime;
 
     fn frame(seq: u64) -> Frame {
+        frame_of("cam", seq)
+    }
+
+    fn frame_of(camera: &str, seq: u64) -> Frame {
         Frame {
-            camera_id: "cam".into(),
+            camera_id: camera.into(),
             seq,
             pts_us: 0,
             wall_time: SystemTime::now(),
@@ -76,6 +108,21 @@ mod tests {
         assert_eq!(tx.send(frame(2)), 1);
         let seqs: Vec<u64> = rx.try_iter().map(|f| f.seq).collect();
         assert_eq!(seqs, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_drop_is_charged_to_the_camera_whose_frame_was_evicted() {
+        let (tx, _rx) = frame_queue(1);
+        let (a, b) = (
+            Arc::new(SourceStats::default()),
+            Arc::new(SourceStats::default()),
+        );
+        tx.register("a".into(), a.clone());
+        tx.register("b".into(), b.clone());
+        tx.send(frame_of("a", 0));
+        tx.send(frame_of("b", 0)); // evicts a's frame
+        assert_eq!(a.snapshot().frames_dropped, 1);
+        assert_eq!(b.snapshot().frames_dropped, 0);
     }
 
     #[test]

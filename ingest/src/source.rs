@@ -124,6 +124,7 @@ pub fn spawn_source(
 ) -> std::io::Result<SourceHandle> {
     let stats = Arc::new(SourceStats::default());
     let camera_id = config.camera_id.clone();
+    queue.register(camera_id.as_str().into(), stats.clone());
     let thread_stats = stats.clone();
     let thread = std::thread::Builder::new()
         .name(format!("src-{}", config.camera_id))

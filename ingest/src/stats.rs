@@ -32,6 +32,7 @@ pub struct SourceStats {
     state: AtomicU8,
     pub frames_decoded: AtomicU64,
     pub frames_sampled: AtomicU64,
+    /// Sampled frames evicted from the full queue before the model saw them.
     pub frames_dropped: AtomicU64,
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,

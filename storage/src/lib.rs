@@ -33,6 +33,8 @@ pub enum StorageError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot start the storage writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("database {path} has schema version {found}, newer than this build knows ({known}); upgrade vigil")]
     SchemaTooNew {
         path: PathBuf,

@@ -102,13 +102,12 @@ impl Reader {
         Ok(rows)
     }
 
-    /// Number of stored detections per camera.
-    pub fn counts_by_camera(&self) -> Result<Vec<(String, i64)>, StorageError> {
+    /// The newest detection id of `camera`, if any: one index lookup, cheap
+    /// enough for every poll.
+    pub fn last_detection_id(&self, camera: &str) -> Result<Option<i64>, StorageError> {
         self.with_conn(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT camera, COUNT(*) FROM detections GROUP BY camera")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+            c.prepare_cached("SELECT MAX(id) FROM detections WHERE camera = ?1")?
+                .query_row([camera], |r| r.get(0))
         })
     }
 }

@@ -95,10 +95,7 @@ pub fn spawn_writer(path: &Path, config: WriterConfig) -> Result<WriterHandle, S
             }
             .run(rx)
         })
-        .map_err(|e| StorageError::Dir {
-            path: PathBuf::from("storage-writer thread"),
-            source: e,
-        })?;
+        .map_err(StorageError::Thread)?;
     Ok(WriterHandle { tx, thread, stats })
 }
 

@@ -56,7 +56,8 @@ function drawBoxes(c, snap) {
 
 async function refreshCamera(cam) {
   const c = card(cam);
-  c.state.textContent = `${cam.ingest.state} · ${cam.stored_detections} stored`;
+  const i = cam.ingest;
+  c.state.textContent = `${i.state} · ${i.frames_sampled} sampled · ${i.frames_dropped} dropped`;
   let snap;
   try {
     snap = await getJson(`/api/v1/cameras/${encodeURIComponent(cam.id)}/snapshot`);

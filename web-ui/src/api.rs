@@ -77,32 +77,38 @@ fn check_camera_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) async fn cameras(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn cameras(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     #[derive(Serialize)]
     struct Camera {
         #[serde(flatten)]
         status: crate::CameraStatus,
         last_frame_time: Option<String>,
-        stored_detections: i64,
+        last_detection_id: Option<i64>,
     }
-    let counts = state.reader.counts_by_camera().unwrap_or_default();
-    let list: Vec<Camera> = state
-        .cameras
-        .cameras()
+    let reader = state.reader.clone();
+    let statuses = state.cameras.cameras();
+    let ids: Vec<String> = statuses.iter().map(|s| s.id.clone()).collect();
+    let last_ids = web::block(move || {
+        ids.iter()
+            .map(|id| reader.last_detection_id(id))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::Storage(e.to_string()))?
+    .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let list: Vec<Camera> = statuses
         .into_iter()
-        .map(|status| Camera {
+        .zip(last_ids)
+        .map(|(status, last_detection_id)| Camera {
             last_frame_time: state
                 .live
                 .latest(&status.id)
                 .map(|s| rfc3339_ms(s.frame_wall_ms)),
-            stored_detections: counts
-                .iter()
-                .find(|(c, _)| *c == status.id)
-                .map_or(0, |(_, n)| *n),
+            last_detection_id,
             status,
         })
         .collect();
-    HttpResponse::Ok().json(list)
+    Ok(HttpResponse::Ok().json(list))
 }
 
 #[derive(Debug, Deserialize)]

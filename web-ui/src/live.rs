@@ -9,8 +9,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::Serialize;
 
 /// Frames kept per camera, so a browser that read the detections of frame N
-/// can still fetch frame N's picture after N+1 arrived.
-const KEPT_PER_CAMERA: usize = 4;
+/// can still fetch frame N's picture after N+1 arrived. Each is a full RGB
+/// frame: keep the ring short.
+const KEPT_PER_CAMERA: usize = 2;
 const JPEG_QUALITY: u8 = 80;
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,8 +124,8 @@ mod tests {
             live.publish("cam", snap(seq));
         }
         assert_eq!(live.latest("cam").unwrap().seq, 5);
-        assert!(live.get("cam", Some(1)).is_none());
-        let s = live.get("cam", Some(3)).unwrap();
+        assert!(live.get("cam", Some(3)).is_none());
+        let s = live.get("cam", Some(4)).unwrap();
         let jpeg = s.jpeg().unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG start-of-image marker");
         assert!(live.latest("other").is_none());
