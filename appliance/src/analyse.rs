@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 use vigil_inference::{Detection, Detector, ImageView};
 use vigil_ingest::{Frame, FrameReceiver};
-use vigil_storage::DetectionRecord;
+use vigil_storage::{DetectionRecord, HotStore, WriteOp};
 use vigil_web_ui::{LiveDetection, LiveFrames, Snapshot};
 
 /// How often the detection rate is logged.
@@ -47,7 +47,9 @@ pub struct Analyser {
     pub detector: Box<dyn Detector>,
     pub filters: HashMap<String, CameraFilter>,
     pub policy: BatchPolicy,
-    pub store: Sender<Vec<DetectionRecord>>,
+    pub store: Sender<WriteOp>,
+    /// The latest detections of each camera, kept across restarts.
+    pub hot: Arc<HotStore>,
     pub live: Arc<LiveFrames>,
     pub stats: Arc<AnalysisStats>,
 }
@@ -107,6 +109,17 @@ impl Analyser {
                 score: d.score,
                 bbox: d.bbox.into(),
             }));
+            let latest = serde_json::json!({
+                "seq": frame.seq,
+                "frame_wall_ms": wall_ms,
+                "detections": &kept,
+            });
+            if let Err(e) = self
+                .hot
+                .put_latest(&frame.camera_id, latest.to_string().as_bytes())
+            {
+                tracing::warn!(error = %e, "hot state not updated");
+            }
             let live: Vec<LiveDetection> = kept
                 .into_iter()
                 .map(|d| LiveDetection {
@@ -127,7 +140,7 @@ impl Analyser {
                 ),
             );
         }
-        if !rows.is_empty() && self.store.send(rows).is_err() {
+        if !rows.is_empty() && self.store.send(WriteOp::Detections(rows)).is_err() {
             tracing::error!("storage writer is gone; detections not stored");
         }
     }

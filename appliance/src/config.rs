@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -71,6 +72,45 @@ fn default_listen() -> Spanned<String> {
 pub struct StorageSection {
     /// Directory for the database files.
     pub path: PathBuf,
+    /// Detections older than this many days are deleted.
+    #[serde(default = "default_detection_days")]
+    pub retain_detections_days: Spanned<u32>,
+    #[serde(default = "default_event_days")]
+    pub retain_events_days: Spanned<u32>,
+    #[serde(default = "default_count_days")]
+    pub retain_counts_days: Spanned<u32>,
+    /// The SQLite file never grows past this; the oldest detections go first.
+    #[serde(default)]
+    pub max_database_mb: Option<Spanned<u64>>,
+    /// Space for event snapshot JPEGs in the hot store; oldest evicted first.
+    #[serde(default = "default_snapshot_mb")]
+    pub snapshot_budget_mb: Spanned<u64>,
+}
+
+fn default_detection_days() -> Spanned<u32> {
+    Spanned::new(0..0, 30)
+}
+fn default_event_days() -> Spanned<u32> {
+    Spanned::new(0..0, 90)
+}
+fn default_count_days() -> Spanned<u32> {
+    Spanned::new(0..0, 400)
+}
+fn default_snapshot_mb() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
+}
+
+impl StorageSection {
+    pub fn retention(&self) -> vigil_storage::RetentionPolicy {
+        let days = |d: &Spanned<u32>| Some(Duration::from_secs(86_400 * *d.get_ref() as u64));
+        vigil_storage::RetentionPolicy {
+            detections_max_age: days(&self.retain_detections_days),
+            events_max_age: days(&self.retain_events_days),
+            counts_max_age: days(&self.retain_counts_days),
+            max_database_bytes: self.max_database_mb.as_ref().map(|m| *m.get_ref() << 20),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +178,8 @@ fn default_detect_fps() -> Spanned<f64> {
 
 pub const MAX_DETECT_FPS: f64 = 60.0;
 pub const MAX_BATCH: usize = 64;
+/// Below this a database cannot hold a useful history.
+pub const MIN_DATABASE_MB: u64 = 16;
 
 impl Config {
     /// Reads, parses and validates `file`.
@@ -194,6 +236,29 @@ impl Config {
                 "detector.max_batch".into(),
                 format!("must be 1..={MAX_BATCH}"),
             ));
+        }
+        let storage = &self.storage;
+        for (name, days) in [
+            ("retain_detections_days", &storage.retain_detections_days),
+            ("retain_events_days", &storage.retain_events_days),
+            ("retain_counts_days", &storage.retain_counts_days),
+        ] {
+            if *days.get_ref() == 0 {
+                return Err(fail(
+                    days.span(),
+                    format!("storage.{name}"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        if let Some(mb) = &storage.max_database_mb {
+            if *mb.get_ref() < MIN_DATABASE_MB {
+                return Err(fail(
+                    mb.span(),
+                    "storage.max_database_mb".into(),
+                    format!("must be at least {MIN_DATABASE_MB}"),
+                ));
+            }
         }
         let known_labels: HashSet<&str> = vigil_inference::labels::coco80().collect();
         let mut ids = HashSet::new();
@@ -306,6 +371,15 @@ labels = ["person", "car"]
 
         let e = err(&GOOD.replace("rtsp://192.0.2.10:554/stream1", "gopher://x"));
         assert_eq!(e.line, Some(10));
+
+        let e = err(&GOOD.replace(
+            "path = \"/tmp/vigil\"",
+            "path = \"/tmp/vigil\"\nmax_database_mb = 1",
+        ));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(7), Some("storage.max_database_mb"))
+        );
 
         let e = err(&GOOD.replace("127.0.0.1:9000", "localhost"));
         assert_eq!(

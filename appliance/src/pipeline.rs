@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_inference::ModelRegistry;
 use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats, SourceUrl};
-use vigil_storage::{spawn_writer, Reader, WriterConfig};
+use vigil_storage::{spawn_writer, CameraRecord, HotStore, Reader, WriteOp, WriterConfig};
 use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
 
 use crate::analyse::{Analyser, AnalysisStats, BatchPolicy, CameraFilter};
@@ -48,7 +48,20 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         .load(&config.detector.model, &device)
         .context("loading the detection model (run `make models` to fetch the default one)")?;
 
-    let writer = spawn_writer(&db, WriterConfig::default())?;
+    let hot = Arc::new(HotStore::open(
+        &config.storage.path,
+        *config.storage.snapshot_budget_mb.get_ref() << 20,
+    )?);
+    let writer = spawn_writer(
+        &db,
+        WriterConfig {
+            retention: config.storage.retention(),
+            ..Default::default()
+        },
+    )?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let live = Arc::new(LiveFrames::default());
     let max_batch = *config.detector.max_batch.get_ref();
     // Room for a batch in flight and the next one; beyond that, drop oldest.
@@ -70,6 +83,14 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             frame_tx.clone(),
             stop.clone(),
         )?;
+        writer
+            .sender()
+            .send(WriteOp::Camera(CameraRecord {
+                id: id.clone(),
+                source: redact(cam.url.get_ref()),
+                seen_ms: now_ms,
+            }))
+            .ok();
         directory.push(DirectoryEntry {
             id: id.clone(),
             source: redact(cam.url.get_ref()),
@@ -96,6 +117,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             max_wait: Duration::from_millis(config.detector.max_wait_ms),
         },
         store: writer.sender(),
+        hot: hot.clone(),
         live: live.clone(),
         stats: Arc::new(AnalysisStats::default()),
     };
@@ -112,6 +134,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             cameras: Arc::new(Directory(directory)),
             live,
             reader: Arc::new(Reader::new(&db)),
+            storage_health: writer.stats.clone(),
+            hot,
         },
     )?;
     Ok(Running {

@@ -1,20 +1,29 @@
-//! Vigil's storage: the SQLite history of detections.
+//! Vigil's storage: the SQLite history (cameras, detections, events,
+//! per-minute counts) and the redb hot state (latest detections, counters,
+//! snapshot JPEGs).
 //!
-//! One writer thread owns the only read-write connection and commits rows in
-//! groups (one transaction per commit interval), so a crash loses at most one
-//! interval and never corrupts the file. Readers use their own read-only
-//! connections; WAL lets them read while the writer writes.
+//! One writer thread owns the only read-write SQLite connection and commits
+//! in groups (one transaction per commit interval), so a crash loses at most
+//! one interval and never corrupts the file. Readers use their own read-only
+//! connections; WAL lets them read while the writer writes. Retention runs
+//! in the writer thread in small batches between commits.
 
+pub mod hot;
 mod migrations;
 pub mod reader;
+mod records;
+pub mod retention;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-pub use reader::{DetectionQuery, Reader};
-pub use writer::{spawn_writer, WriterConfig, WriterHandle, WriterStats};
+pub use hot::HotStore;
+pub use reader::{DetectionQuery, EventQuery, Reader};
+pub use records::{
+    CameraRecord, DetectionRecord, EventRecord, MinuteCount, StoredDetection, StoredEvent,
+};
+pub use retention::RetentionPolicy;
+pub use writer::{spawn_writer, WriteOp, WriterConfig, WriterHandle, WriterStats};
 
 /// The database file inside the storage directory.
 pub const DATABASE_FILE: &str = "vigil.sqlite3";
@@ -35,35 +44,16 @@ pub enum StorageError {
     },
     #[error("cannot start the storage writer thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("{path} is not a Vigil database ({reason}); refusing to touch it")]
+    NotOurs { path: PathBuf, reason: String },
+    #[error("hot-state store {path}: {reason}")]
+    Hot { path: PathBuf, reason: String },
     #[error("database {path} has schema version {found}, newer than this build knows ({known}); upgrade vigil")]
     SchemaTooNew {
         path: PathBuf,
         found: i64,
         known: i64,
     },
-}
-
-/// A detection to store. Times: `frame_pts_us` is the stream's clock,
-/// `frame_wall_ms` the box's wall clock (Unix milliseconds, UTC).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DetectionRecord {
-    pub camera: String,
-    pub frame_seq: u64,
-    pub frame_pts_us: i64,
-    pub frame_wall_ms: i64,
-    pub label: String,
-    pub score: f32,
-    /// `[x0, y0, x1, y1]` in source pixels.
-    pub bbox: [f32; 4],
-}
-
-/// A stored detection with its row id, which only ever grows: clients page
-/// with `after=<id>` and never miss or repeat a row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredDetection {
-    pub id: i64,
-    #[serde(flatten)]
-    pub record: DetectionRecord,
 }
 
 /// Creates the storage directory and database if needed and brings the

@@ -6,16 +6,38 @@ use std::time::Duration;
 
 use rusqlite::{params_from_iter, types::Value, Connection, OpenFlags, Row};
 
-use crate::{sqlite_err, DetectionRecord, StorageError, StoredDetection};
+use crate::{
+    sqlite_err, CameraRecord, DetectionRecord, EventRecord, MinuteCount, StorageError,
+    StoredDetection, StoredEvent,
+};
 
 /// Which detections to return. Rows always come in ascending id order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DetectionQuery {
     pub camera: Option<String>,
+    pub label: Option<String>,
     /// Only frames seen at or after this wall time (Unix ms).
     pub since_ms: Option<i64>,
+    /// Only frames seen before this wall time (Unix ms).
+    pub until_ms: Option<i64>,
     /// Only rows with an id above this cursor: the next page.
     pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Which events to return. Rows come in ascending revision order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventQuery {
+    pub camera: Option<String>,
+    pub label: Option<String>,
+    /// Events that have been in this zone.
+    pub zone: Option<String>,
+    /// Events that started in `[start_from_ms, start_to_ms)`.
+    pub start_from_ms: Option<i64>,
+    pub start_to_ms: Option<i64>,
+    pub min_score: Option<f32>,
+    /// Only changes after this revision: the next page.
+    pub after_revision: Option<i64>,
     pub limit: usize,
 }
 
@@ -71,9 +93,17 @@ impl Reader {
             conds.push("camera = ?");
             args.push(Value::Text(c.clone()));
         }
+        if let Some(l) = &q.label {
+            conds.push("label = ?");
+            args.push(Value::Text(l.clone()));
+        }
         if let Some(s) = q.since_ms {
             conds.push("frame_wall_ms >= ?");
             args.push(Value::Integer(s));
+        }
+        if let Some(u) = q.until_ms {
+            conds.push("frame_wall_ms < ?");
+            args.push(Value::Integer(u));
         }
         if let Some(a) = q.after_id {
             conds.push("id > ?");
@@ -102,6 +132,126 @@ impl Reader {
         Ok(rows)
     }
 
+    /// Events matching `q`. Without `after_revision` the newest `limit`
+    /// (still ascending); with it, the first `limit` changes after it.
+    pub fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StorageError> {
+        let mut conds = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        // With a zone, walk that zone's index in revision order and join.
+        let (from, revision) = match &q.zone {
+            Some(z) => {
+                conds.push("z.zone = ?");
+                args.push(Value::Text(z.clone()));
+                (
+                    "event_zones z JOIN events e ON e.id = z.event_id",
+                    "z.revision",
+                )
+            }
+            None => ("events e", "e.revision"),
+        };
+        if let Some(c) = &q.camera {
+            conds.push("e.camera = ?");
+            args.push(Value::Text(c.clone()));
+        }
+        if let Some(l) = &q.label {
+            conds.push("e.label = ?");
+            args.push(Value::Text(l.clone()));
+        }
+        if let Some(t) = q.start_from_ms {
+            conds.push("e.start_ms >= ?");
+            args.push(Value::Integer(t));
+        }
+        if let Some(t) = q.start_to_ms {
+            conds.push("e.start_ms < ?");
+            args.push(Value::Integer(t));
+        }
+        if let Some(s) = q.min_score {
+            conds.push("e.max_score >= ?");
+            args.push(Value::Real(s as f64));
+        }
+        if let Some(r) = q.after_revision {
+            conds.push(if q.zone.is_some() {
+                "z.revision > ?"
+            } else {
+                "e.revision > ?"
+            });
+            args.push(Value::Integer(r));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let tail = q.after_revision.is_none();
+        let order = if tail { "DESC" } else { "ASC" };
+        args.push(Value::Integer(q.limit as i64));
+        let sql = format!(
+            "SELECT e.id, e.revision, e.uid, e.camera, e.track_id, e.label, e.start_ms, e.end_ms,
+                    e.max_score, e.x0, e.y0, e.x1, e.y1, e.zones, e.snapshot
+             FROM {from} {filter} ORDER BY {revision} {order} LIMIT ?"
+        );
+        let mut rows = self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args), row_to_event)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        if tail {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    /// Per-minute counts of `camera` in `[from_ms, to_ms)`, oldest first.
+    pub fn minute_counts(
+        &self,
+        camera: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<MinuteCount>, StorageError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT camera, minute_ms, label, zone, count FROM minute_counts
+                 WHERE camera = ?1 AND minute_ms >= ?2 AND minute_ms < ?3
+                 ORDER BY minute_ms, label, zone",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![camera, from_ms, to_ms], |r| {
+                Ok(MinuteCount {
+                    camera: r.get(0)?,
+                    minute_ms: r.get(1)?,
+                    label: r.get(2)?,
+                    zone: r.get(3)?,
+                    count: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Every camera history knows of.
+    pub fn cameras(&self) -> Result<Vec<CameraRecord>, StorageError> {
+        self.with_conn(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, source, last_ms FROM cameras ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(CameraRecord {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    seen_ms: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The oldest detection id still stored: a poller whose cursor is below
+    /// it knows retention removed rows it had not read.
+    pub fn oldest_detection_id(&self) -> Result<Option<i64>, StorageError> {
+        self.with_conn(|c| {
+            c.prepare_cached("SELECT MIN(id) FROM detections")?
+                .query_row([], |r| r.get(0))
+        })
+    }
+
     /// The newest detection id of `camera`, if any: one index lookup, cheap
     /// enough for every poll.
     pub fn last_detection_id(&self, camera: &str) -> Result<Option<i64>, StorageError> {
@@ -110,6 +260,31 @@ impl Reader {
                 .query_row([camera], |r| r.get(0))
         })
     }
+}
+
+fn row_to_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let zones: String = r.get(13)?;
+    Ok(StoredEvent {
+        id: r.get(0)?,
+        revision: r.get(1)?,
+        record: EventRecord {
+            uid: r.get(2)?,
+            camera: r.get(3)?,
+            track_id: r.get::<_, i64>(4)? as u64,
+            label: r.get(5)?,
+            start_ms: r.get(6)?,
+            end_ms: r.get(7)?,
+            max_score: r.get::<_, f64>(8)? as f32,
+            best_box: [
+                r.get::<_, f64>(9)? as f32,
+                r.get::<_, f64>(10)? as f32,
+                r.get::<_, f64>(11)? as f32,
+                r.get::<_, f64>(12)? as f32,
+            ],
+            zones: serde_json::from_str(&zones).unwrap_or_default(),
+            snapshot: r.get::<_, Option<i64>>(14)?.map(|s| s as u64),
+        },
+    })
 }
 
 fn row_to_detection(r: &Row<'_>) -> rusqlite::Result<StoredDetection> {

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use vigil_storage::{prepare, spawn_writer, DetectionQuery, DetectionRecord, Reader, WriterConfig};
+use vigil_storage::{
+    prepare, spawn_writer, DetectionQuery, DetectionRecord, EventQuery, EventRecord, MinuteCount,
+    Reader, WriteOp, WriterConfig,
+};
 
 fn record(camera: &str, seq: u64, wall_ms: i64) -> DetectionRecord {
     DetectionRecord {
@@ -24,7 +27,8 @@ fn everything_sent_before_finish_is_committed_and_paged_without_gaps() {
     let tx = writer.sender();
     for i in 0..250u64 {
         let cam = if i % 2 == 0 { "a" } else { "b" };
-        tx.send(vec![record(cam, i, 1_000 + i as i64)]).unwrap();
+        tx.send(WriteOp::Detections(vec![record(cam, i, 1_000 + i as i64)]))
+            .unwrap();
     }
     drop(tx);
     writer.finish();
@@ -84,7 +88,10 @@ fn rows_are_readable_while_the_writer_runs() {
         },
     )
     .unwrap();
-    writer.sender().send(vec![record("a", 1, 5)]).unwrap();
+    writer
+        .sender()
+        .send(WriteOp::Detections(vec![record("a", 1, 5)]))
+        .unwrap();
     let reader = Reader::new(&path);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -111,7 +118,10 @@ fn reopening_keeps_data_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = prepare(dir.path()).unwrap();
     let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
-    writer.sender().send(vec![record("a", 1, 5)]).unwrap();
+    writer
+        .sender()
+        .send(WriteOp::Detections(vec![record("a", 1, 5)]))
+        .unwrap();
     writer.finish();
     assert_eq!(prepare(dir.path()).unwrap(), path);
     let rows = Reader::new(&path)
@@ -127,4 +137,154 @@ fn reopening_keeps_data_and_refuses_a_newer_schema() {
     drop(conn);
     let err = prepare(dir.path()).unwrap_err().to_string();
     assert!(err.contains("schema version 99"), "{err}");
+}
+
+fn event(
+    uid: &str,
+    camera: &str,
+    start_ms: i64,
+    end_ms: Option<i64>,
+    zones: &[&str],
+) -> EventRecord {
+    EventRecord {
+        uid: uid.into(),
+        camera: camera.into(),
+        track_id: 7,
+        label: "person".into(),
+        start_ms,
+        end_ms,
+        max_score: 0.8,
+        best_box: [1.0, 2.0, 3.0, 4.0],
+        zones: zones.iter().map(|z| z.to_string()).collect(),
+        snapshot: Some(3),
+    }
+}
+
+#[test]
+fn event_updates_get_new_revisions_so_pollers_see_every_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = prepare(dir.path()).unwrap();
+    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
+    let tx = writer.sender();
+    tx.send(WriteOp::Event(event("e1", "gate", 100, None, &[])))
+        .unwrap();
+    tx.send(WriteOp::Event(event("e2", "yard", 200, None, &["lawn"])))
+        .unwrap();
+    drop(tx);
+    writer.finish();
+    let reader = Reader::new(&path);
+    let page = reader
+        .events(&EventQuery {
+            after_revision: Some(0),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    let cursor = page.last().unwrap().revision;
+
+    // e1 closes after the poller read it: the change comes on the next page.
+    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
+    writer
+        .sender()
+        .send(WriteOp::Event(event(
+            "e1",
+            "gate",
+            100,
+            Some(900),
+            &["drive"],
+        )))
+        .unwrap();
+    writer.finish();
+    let next = reader
+        .events(&EventQuery {
+            after_revision: Some(cursor),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].record.uid, "e1");
+    assert_eq!(next[0].record.end_ms, Some(900));
+    assert_eq!(next[0].id, page[0].id, "same event, new revision");
+    assert!(next[0].revision > cursor);
+
+    let drive = reader
+        .events(&EventQuery {
+            zone: Some("drive".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(drive.len(), 1);
+    assert_eq!(drive[0].record.uid, "e1");
+    let in_zone = reader
+        .events(&EventQuery {
+            zone: Some("lawn".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(in_zone.len(), 1);
+    assert_eq!(in_zone[0].record, event("e2", "yard", 200, None, &["lawn"]));
+    let by_time = reader
+        .events(&EventQuery {
+            camera: Some("gate".into()),
+            start_from_ms: Some(50),
+            start_to_ms: Some(150),
+            min_score: Some(0.5),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_time.len(), 1);
+}
+
+#[test]
+fn minute_counts_add_up_and_cameras_are_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = prepare(dir.path()).unwrap();
+    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
+    let count = |minute_ms, n| MinuteCount {
+        camera: "gate".into(),
+        minute_ms,
+        label: "car".into(),
+        zone: String::new(),
+        count: n,
+    };
+    let tx = writer.sender();
+    tx.send(WriteOp::Counts(vec![count(60_000, 2), count(120_000, 1)]))
+        .unwrap();
+    tx.send(WriteOp::Counts(vec![count(60_000, 3)])).unwrap();
+    tx.send(WriteOp::Camera(vigil_storage::CameraRecord {
+        id: "gate".into(),
+        source: "rtsp://***@cam/1".into(),
+        seen_ms: 5,
+    }))
+    .unwrap();
+    drop(tx);
+    writer.finish();
+    let reader = Reader::new(&path);
+    let counts = reader.minute_counts("gate", 0, 180_000).unwrap();
+    assert_eq!(counts, vec![count(60_000, 5), count(120_000, 1)]);
+    assert_eq!(reader.cameras().unwrap()[0].source, "rtsp://***@cam/1");
+}
+
+#[test]
+fn files_that_are_not_ours_are_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(vigil_storage::DATABASE_FILE);
+    std::fs::write(&file, vec![0x42u8; 4096]).unwrap();
+    let err = prepare(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a Vigil database"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), vec![0x42u8; 4096]);
+
+    std::fs::remove_file(&file).unwrap();
+    let other = rusqlite::Connection::open(&file).unwrap();
+    other
+        .execute_batch("CREATE TABLE invoices (n INTEGER)")
+        .unwrap();
+    drop(other);
+    let err = prepare(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("no Vigil mark"), "{err}");
 }

@@ -52,7 +52,7 @@ fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
         ApiError::BadRequest(format!(
-            "since={s:?}: expected Unix milliseconds or an RFC 3339 time such as 2026-01-31T12:00:00Z"
+            "time {s:?}: expected Unix milliseconds or an RFC 3339 time such as 2026-01-31T12:00:00Z"
         ))
     })?;
     let ms = t
@@ -115,7 +115,9 @@ pub(crate) async fn cameras(state: web::Data<AppState>) -> Result<HttpResponse, 
 #[serde(deny_unknown_fields)]
 pub(crate) struct DetectionParams {
     camera: Option<String>,
+    label: Option<String>,
     since: Option<String>,
+    until: Option<String>,
     after: Option<i64>,
     limit: Option<usize>,
 }
@@ -177,9 +179,17 @@ pub(crate) async fn detections(
             "after must be a detection id >= 0".into(),
         ));
     }
+    if p.label
+        .as_ref()
+        .is_some_and(|l| l.is_empty() || l.len() > 64)
+    {
+        return Err(ApiError::BadRequest("label must be 1-64 characters".into()));
+    }
     let query = DetectionQuery {
         camera: p.camera,
+        label: p.label,
         since_ms: p.since.as_deref().map(parse_time_ms).transpose()?,
+        until_ms: p.until.as_deref().map(parse_time_ms).transpose()?,
         after_id: p.after,
         limit,
     };
@@ -261,11 +271,42 @@ pub(crate) async fn snapshot_jpeg(
         .body(jpeg))
 }
 
-pub(crate) async fn health() -> HttpResponse {
+/// `ok`, or `degraded` (still answering) when storage cannot write.
+pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "time": rfc3339_ms(now) }))
+    let storage = state.storage_health.health();
+    let status = if state.storage_health.is_failing() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": status,
+        "time": rfc3339_ms(now),
+        "storage": storage,
+    }))
+}
+
+/// An event snapshot from the hot store.
+pub(crate) async fn event_snapshot(
+    state: web::Data<AppState>,
+    key: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let hot = state.hot.clone();
+    let key = key.into_inner();
+    let jpeg = web::block(move || hot.snapshot(key))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no snapshot {key} (it may have been evicted)"))
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "image/jpeg"))
+        .insert_header((header::CACHE_CONTROL, "max-age=86400, immutable"))
+        .body(jpeg))
 }
 
 #[cfg(test)]

@@ -45,4 +45,8 @@ pub struct AppState {
     pub cameras: Arc<dyn CameraDirectory>,
     pub live: Arc<LiveFrames>,
     pub reader: Arc<vigil_storage::Reader>,
+    /// The storage writer's state, for `/health`.
+    pub storage_health: Arc<vigil_storage::WriterStats>,
+    /// Snapshot JPEGs of events.
+    pub hot: Arc<vigil_storage::HotStore>,
 }

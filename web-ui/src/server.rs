@@ -42,6 +42,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 web::get().to(api::snapshot_jpeg),
             )
             .route("/detections", web::get().to(api::detections))
+            .route("/snapshots/{key}.jpg", web::get().to(api::event_snapshot))
             .default_service(web::to(|| async {
                 HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
             })),
