@@ -288,3 +288,23 @@ fn files_that_are_not_ours_are_refused_and_left_alone() {
     let err = prepare(dir.path()).unwrap_err().to_string();
     assert!(err.contains("no Vigil mark"), "{err}");
 }
+
+#[test]
+fn a_damaged_database_is_an_error_at_start_and_is_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = prepare(dir.path()).unwrap();
+    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
+    writer
+        .sender()
+        .send(WriteOp::Detections(vec![record("a", 1, 5)]))
+        .unwrap();
+    writer.finish();
+    // Scribble over the header, as a failing disk might.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..100].copy_from_slice(&[0x5a; 100]);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = prepare(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a Vigil database"), "{err}");
+    assert!(spawn_writer(&path, WriterConfig::default()).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
+}
