@@ -87,33 +87,14 @@ impl Reader {
     /// newest `limit` rows (still in ascending order); with either, the first
     /// `limit` rows from that point on.
     pub fn detections(&self, q: &DetectionQuery) -> Result<Vec<StoredDetection>, StorageError> {
-        let mut conds = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
-        if let Some(c) = &q.camera {
-            conds.push("camera = ?");
-            args.push(Value::Text(c.clone()));
-        }
-        if let Some(l) = &q.label {
-            conds.push("label = ?");
-            args.push(Value::Text(l.clone()));
-        }
-        if let Some(s) = q.since_ms {
-            conds.push("frame_wall_ms >= ?");
-            args.push(Value::Integer(s));
-        }
-        if let Some(u) = q.until_ms {
-            conds.push("frame_wall_ms < ?");
-            args.push(Value::Integer(u));
-        }
-        if let Some(a) = q.after_id {
-            conds.push("id > ?");
-            args.push(Value::Integer(a));
-        }
-        let filter = if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
+        let mut f = Filter::default();
+        f.add_opt("camera = ?", q.camera.clone(), Value::Text);
+        f.add_opt("label = ?", q.label.clone(), Value::Text);
+        f.add_opt("frame_wall_ms >= ?", q.since_ms, Value::Integer);
+        f.add_opt("frame_wall_ms < ?", q.until_ms, Value::Integer);
+        f.add_opt("id > ?", q.after_id, Value::Integer);
+        let filter = f.where_clause();
+        let mut args = f.args;
         let tail = q.after_id.is_none() && q.since_ms.is_none();
         let order = if tail { "DESC" } else { "ASC" };
         args.push(Value::Integer(q.limit as i64));
@@ -135,13 +116,11 @@ impl Reader {
     /// Events matching `q`. Without `after_revision` the newest `limit`
     /// (still ascending); with it, the first `limit` changes after it.
     pub fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StorageError> {
-        let mut conds = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
+        let mut f = Filter::default();
         // With a zone, walk that zone's index in revision order and join.
         let (from, revision) = match &q.zone {
             Some(z) => {
-                conds.push("z.zone = ?");
-                args.push(Value::Text(z.clone()));
+                f.add("z.zone = ?", Value::Text(z.clone()));
                 (
                     "event_zones z JOIN events e ON e.id = z.event_id",
                     "z.revision",
@@ -149,39 +128,19 @@ impl Reader {
             }
             None => ("events e", "e.revision"),
         };
-        if let Some(c) = &q.camera {
-            conds.push("e.camera = ?");
-            args.push(Value::Text(c.clone()));
-        }
-        if let Some(l) = &q.label {
-            conds.push("e.label = ?");
-            args.push(Value::Text(l.clone()));
-        }
-        if let Some(t) = q.start_from_ms {
-            conds.push("e.start_ms >= ?");
-            args.push(Value::Integer(t));
-        }
-        if let Some(t) = q.start_to_ms {
-            conds.push("e.start_ms < ?");
-            args.push(Value::Integer(t));
-        }
-        if let Some(s) = q.min_score {
-            conds.push("e.max_score >= ?");
-            args.push(Value::Real(s as f64));
-        }
-        if let Some(r) = q.after_revision {
-            conds.push(if q.zone.is_some() {
-                "z.revision > ?"
-            } else {
-                "e.revision > ?"
-            });
-            args.push(Value::Integer(r));
-        }
-        let filter = if conds.is_empty() {
-            String::new()
+        f.add_opt("e.camera = ?", q.camera.clone(), Value::Text);
+        f.add_opt("e.label = ?", q.label.clone(), Value::Text);
+        f.add_opt("e.start_ms >= ?", q.start_from_ms, Value::Integer);
+        f.add_opt("e.start_ms < ?", q.start_to_ms, Value::Integer);
+        f.add_opt("e.max_score >= ?", q.min_score, |s| Value::Real(s as f64));
+        let after = if q.zone.is_some() {
+            "z.revision > ?"
         } else {
-            format!("WHERE {}", conds.join(" AND "))
+            "e.revision > ?"
         };
+        f.add_opt(after, q.after_revision, Value::Integer);
+        let filter = f.where_clause();
+        let mut args = f.args;
         let tail = q.after_revision.is_none();
         let order = if tail { "DESC" } else { "ASC" };
         args.push(Value::Integer(q.limit as i64));
@@ -262,6 +221,44 @@ impl Reader {
     }
 }
 
+/// The four box columns starting at `first`.
+fn box_at(r: &Row<'_>, first: usize) -> rusqlite::Result<[f32; 4]> {
+    Ok([
+        r.get::<_, f64>(first)? as f32,
+        r.get::<_, f64>(first + 1)? as f32,
+        r.get::<_, f64>(first + 2)? as f32,
+        r.get::<_, f64>(first + 3)? as f32,
+    ])
+}
+
+/// Conditions and their arguments, joined into a `WHERE` clause.
+#[derive(Default)]
+struct Filter {
+    conds: Vec<&'static str>,
+    args: Vec<Value>,
+}
+
+impl Filter {
+    fn add(&mut self, cond: &'static str, arg: Value) {
+        self.conds.push(cond);
+        self.args.push(arg);
+    }
+
+    fn add_opt<T>(&mut self, cond: &'static str, v: Option<T>, to: impl FnOnce(T) -> Value) {
+        if let Some(v) = v {
+            self.add(cond, to(v));
+        }
+    }
+
+    fn where_clause(&self) -> String {
+        if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conds.join(" AND "))
+        }
+    }
+}
+
 fn row_to_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let zones: String = r.get(13)?;
     Ok(StoredEvent {
@@ -275,12 +272,7 @@ fn row_to_event(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
             start_ms: r.get(6)?,
             end_ms: r.get(7)?,
             max_score: r.get::<_, f64>(8)? as f32,
-            best_box: [
-                r.get::<_, f64>(9)? as f32,
-                r.get::<_, f64>(10)? as f32,
-                r.get::<_, f64>(11)? as f32,
-                r.get::<_, f64>(12)? as f32,
-            ],
+            best_box: box_at(r, 9)?,
             zones: serde_json::from_str(&zones).unwrap_or_default(),
             snapshot: r.get::<_, Option<i64>>(14)?.map(|s| s as u64),
         },
@@ -297,12 +289,7 @@ fn row_to_detection(r: &Row<'_>) -> rusqlite::Result<StoredDetection> {
             frame_wall_ms: r.get(4)?,
             label: r.get(5)?,
             score: r.get::<_, f64>(6)? as f32,
-            bbox: [
-                r.get::<_, f64>(7)? as f32,
-                r.get::<_, f64>(8)? as f32,
-                r.get::<_, f64>(9)? as f32,
-                r.get::<_, f64>(10)? as f32,
-            ],
+            bbox: box_at(r, 7)?,
         },
     })
 }
