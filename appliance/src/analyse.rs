@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 use vigil_inference::{Detection, Detector, ImageView};
 use vigil_ingest::{Frame, FrameReceiver};
 use vigil_storage::{DetectionRecord, HotStore, WriteOp};
-use vigil_web_ui::{LiveDetection, LiveFrames, Snapshot};
+use vigil_web_ui::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
 
 /// How often the detection rate is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -109,17 +109,6 @@ impl Analyser {
                 score: d.score,
                 bbox: d.bbox.into(),
             }));
-            let latest = serde_json::json!({
-                "seq": frame.seq,
-                "frame_wall_ms": wall_ms,
-                "detections": &kept,
-            });
-            if let Err(e) = self
-                .hot
-                .put_latest(&frame.camera_id, latest.to_string().as_bytes())
-            {
-                tracing::warn!(error = %e, "hot state not updated");
-            }
             let live: Vec<LiveDetection> = kept
                 .into_iter()
                 .map(|d| LiveDetection {
@@ -128,6 +117,17 @@ impl Analyser {
                     bbox: d.bbox.into(),
                 })
                 .collect();
+            let latest = LatestDetections {
+                seq: frame.seq,
+                frame_wall_ms: wall_ms,
+                width: frame.width,
+                height: frame.height,
+                detections: live.clone(),
+            };
+            let bytes = serde_json::to_vec(&latest).unwrap_or_default();
+            if let Err(e) = self.hot.put_latest(&frame.camera_id, &bytes) {
+                tracing::warn!(error = %e, "hot state not updated");
+            }
             self.live.publish(
                 &frame.camera_id,
                 Snapshot::new(

@@ -163,10 +163,10 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_fails_writes_clearly_keeps_data_and_recovers_by_itself() {
-    let disk = SmallDisk::mount("3m");
+    let disk = SmallDisk::mount("16m");
     // Ballast that the test frees later, as an operator would.
     let ballast = disk.path().join("ballast");
-    std::fs::write(&ballast, vec![0u8; 1_500_000]).unwrap();
+    std::fs::write(&ballast, vec![0u8; 8_000_000]).unwrap();
     let path = prepare(disk.path()).unwrap();
     let writer = spawn_writer(
         &path,
@@ -185,7 +185,7 @@ fn a_full_disk_fails_writes_clearly_keeps_data_and_recovers_by_itself() {
         let batch: Vec<DetectionRecord> = (sent..sent + 500).map(|s| record(s, 0)).collect();
         tx.send(WriteOp::Detections(batch)).unwrap();
         sent += 500;
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let health = stats.health();
     assert_eq!(health.state, "failing");

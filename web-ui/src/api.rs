@@ -224,10 +224,6 @@ pub(crate) async fn snapshot(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     known_camera(&state, &id)?;
-    let snap = state
-        .live
-        .latest(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} has no analysed frame yet")))?;
     #[derive(Serialize)]
     struct SnapshotInfo<'a> {
         camera: &'a str,
@@ -236,17 +232,51 @@ pub(crate) async fn snapshot(
         width: u32,
         height: u32,
         detections: &'a [crate::LiveDetection],
+        /// False when this comes from before a restart: no picture is kept.
+        live: bool,
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(SnapshotInfo {
-            camera: &id,
-            seq: snap.seq,
-            frame_time: rfc3339_ms(snap.frame_wall_ms),
-            width: snap.width,
-            height: snap.height,
-            detections: &snap.detections,
-        }))
+    let info = |seq, wall_ms, width, height, detections, live| SnapshotInfo {
+        camera: &id,
+        seq,
+        frame_time: rfc3339_ms(wall_ms),
+        width,
+        height,
+        detections,
+        live,
+    };
+    let response = |body: SnapshotInfo| {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(body)
+    };
+    if let Some(s) = state.live.latest(&id) {
+        return Ok(response(info(
+            s.seq,
+            s.frame_wall_ms,
+            s.width,
+            s.height,
+            &s.detections,
+            true,
+        )));
+    }
+    // Nothing analysed since start: the last detections before the restart.
+    let hot = state.hot.clone();
+    let key = id.clone();
+    let stored = web::block(move || hot.latest(&key))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .and_then(|bytes| serde_json::from_slice::<crate::LatestDetections>(&bytes).ok())
+        .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} has no analysed frame yet")))?;
+    let l = &stored;
+    Ok(response(info(
+        l.seq,
+        l.frame_wall_ms,
+        l.width,
+        l.height,
+        &l.detections,
+        false,
+    )))
 }
 
 pub(crate) async fn snapshot_jpeg(

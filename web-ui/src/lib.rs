@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use live::{LiveDetection, LiveFrames, Snapshot};
+pub use live::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
 pub use server::{start, ServerConfig, ServerHandle};
 
 #[derive(Debug, thiserror::Error)]

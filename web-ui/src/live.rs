@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Frames kept per camera, so a browser that read the detections of frame N
 /// can still fetch frame N's picture after N+1 arrived. Each is a full RGB
@@ -14,12 +14,23 @@ use serde::Serialize;
 const KEPT_PER_CAMERA: usize = 2;
 const JPEG_QUALITY: u8 = 80;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveDetection {
     pub label: String,
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
+}
+
+/// What the hot store keeps per camera (JSON), so the latest detections
+/// outlive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatestDetections {
+    pub seq: u64,
+    pub frame_wall_ms: i64,
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<LiveDetection>,
 }
 
 /// One analysed frame.
