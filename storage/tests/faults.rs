@@ -14,16 +14,10 @@ use vigil_storage::{
 
 const CHILD_ENV: &str = "VIGIL_STORAGE_CRASH_CHILD";
 
+mod common;
+
 fn record(seq: u64, wall_ms: i64) -> DetectionRecord {
-    DetectionRecord {
-        camera: "cam".into(),
-        frame_seq: seq,
-        frame_pts_us: seq as i64,
-        frame_wall_ms: wall_ms,
-        label: "person".into(),
-        score: 0.75,
-        bbox: [10.0, 20.0, 110.0, 220.0],
-    }
+    common::record("cam", seq, wall_ms)
 }
 
 fn now_ms() -> i64 {

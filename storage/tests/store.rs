@@ -3,21 +3,12 @@
 use std::time::Duration;
 
 use vigil_storage::{
-    prepare, spawn_writer, DetectionQuery, DetectionRecord, EventQuery, EventRecord, MinuteCount,
-    Reader, WriteOp, WriterConfig,
+    prepare, spawn_writer, DetectionQuery, EventQuery, EventRecord, MinuteCount, Reader, WriteOp,
+    WriterConfig,
 };
 
-fn record(camera: &str, seq: u64, wall_ms: i64) -> DetectionRecord {
-    DetectionRecord {
-        camera: camera.into(),
-        frame_seq: seq,
-        frame_pts_us: seq as i64 * 100_000,
-        frame_wall_ms: wall_ms,
-        label: "person".into(),
-        score: 0.9,
-        bbox: [1.0, 2.0, 30.0, 40.0],
-    }
-}
+mod common;
+use common::{record, write_all};
 
 #[test]
 fn everything_sent_before_finish_is_committed_and_paged_without_gaps() {
@@ -116,13 +107,10 @@ fn rows_are_readable_while_the_writer_runs() {
 #[test]
 fn reopening_keeps_data_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let path = prepare(dir.path()).unwrap();
-    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
-    writer
-        .sender()
-        .send(WriteOp::Detections(vec![record("a", 1, 5)]))
-        .unwrap();
-    writer.finish();
+    let path = write_all(
+        dir.path(),
+        vec![WriteOp::Detections(vec![record("a", 1, 5)])],
+    );
     assert_eq!(prepare(dir.path()).unwrap(), path);
     let rows = Reader::new(&path)
         .detections(&DetectionQuery {
@@ -163,15 +151,13 @@ fn event(
 #[test]
 fn event_updates_get_new_revisions_so_pollers_see_every_change_once() {
     let dir = tempfile::tempdir().unwrap();
-    let path = prepare(dir.path()).unwrap();
-    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
-    let tx = writer.sender();
-    tx.send(WriteOp::Event(event("e1", "gate", 100, None, &[])))
-        .unwrap();
-    tx.send(WriteOp::Event(event("e2", "yard", 200, None, &["lawn"])))
-        .unwrap();
-    drop(tx);
-    writer.finish();
+    let path = write_all(
+        dir.path(),
+        vec![
+            WriteOp::Event(event("e1", "gate", 100, None, &[])),
+            WriteOp::Event(event("e2", "yard", 200, None, &["lawn"])),
+        ],
+    );
     let reader = Reader::new(&path);
     let page = reader
         .events(&EventQuery {
@@ -184,18 +170,8 @@ fn event_updates_get_new_revisions_so_pollers_see_every_change_once() {
     let cursor = page.last().unwrap().revision;
 
     // e1 closes after the poller read it: the change comes on the next page.
-    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
-    writer
-        .sender()
-        .send(WriteOp::Event(event(
-            "e1",
-            "gate",
-            100,
-            Some(900),
-            &["drive"],
-        )))
-        .unwrap();
-    writer.finish();
+    let closed = event("e1", "gate", 100, Some(900), &["drive"]);
+    write_all(dir.path(), vec![WriteOp::Event(closed)]);
     let next = reader
         .events(&EventQuery {
             after_revision: Some(cursor),
@@ -243,8 +219,6 @@ fn event_updates_get_new_revisions_so_pollers_see_every_change_once() {
 #[test]
 fn minute_counts_add_up_and_cameras_are_remembered() {
     let dir = tempfile::tempdir().unwrap();
-    let path = prepare(dir.path()).unwrap();
-    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
     let count = |minute_ms, n| MinuteCount {
         camera: "gate".into(),
         minute_ms,
@@ -252,18 +226,19 @@ fn minute_counts_add_up_and_cameras_are_remembered() {
         zone: String::new(),
         count: n,
     };
-    let tx = writer.sender();
-    tx.send(WriteOp::Counts(vec![count(60_000, 2), count(120_000, 1)]))
-        .unwrap();
-    tx.send(WriteOp::Counts(vec![count(60_000, 3)])).unwrap();
-    tx.send(WriteOp::Camera(vigil_storage::CameraRecord {
+    let camera = vigil_storage::CameraRecord {
         id: "gate".into(),
         source: "rtsp://***@cam/1".into(),
         seen_ms: 5,
-    }))
-    .unwrap();
-    drop(tx);
-    writer.finish();
+    };
+    let path = write_all(
+        dir.path(),
+        vec![
+            WriteOp::Counts(vec![count(60_000, 2), count(120_000, 1)]),
+            WriteOp::Counts(vec![count(60_000, 3)]),
+            WriteOp::Camera(camera),
+        ],
+    );
     let reader = Reader::new(&path);
     let counts = reader.minute_counts("gate", 0, 180_000).unwrap();
     assert_eq!(counts, vec![count(60_000, 5), count(120_000, 1)]);
@@ -292,13 +267,10 @@ fn files_that_are_not_ours_are_refused_and_left_alone() {
 #[test]
 fn a_damaged_database_is_an_error_at_start_and_is_not_reset() {
     let dir = tempfile::tempdir().unwrap();
-    let path = prepare(dir.path()).unwrap();
-    let writer = spawn_writer(&path, WriterConfig::default()).unwrap();
-    writer
-        .sender()
-        .send(WriteOp::Detections(vec![record("a", 1, 5)]))
-        .unwrap();
-    writer.finish();
+    let path = write_all(
+        dir.path(),
+        vec![WriteOp::Detections(vec![record("a", 1, 5)])],
+    );
     // Scribble over the header, as a failing disk might.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[..100].copy_from_slice(&[0x5a; 100]);
