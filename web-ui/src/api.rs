@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{http::header, web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
-use vigil_storage::{DetectionQuery, StoredDetection};
+use vigil_storage::{DetectionQuery, EventQuery, MinuteCount, StoredDetection, StoredEvent};
 
 use crate::AppState;
 
@@ -168,23 +168,13 @@ pub(crate) async fn detections(
     if let Some(c) = &p.camera {
         check_camera_id(c)?;
     }
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1..={MAX_LIMIT}"
-        )));
-    }
+    let limit = check_limit(p.limit)?;
     if p.after.is_some_and(|a| a < 0) {
         return Err(ApiError::BadRequest(
             "after must be a detection id >= 0".into(),
         ));
     }
-    if p.label
-        .as_ref()
-        .is_some_and(|l| l.is_empty() || l.len() > 64)
-    {
-        return Err(ApiError::BadRequest("label must be 1-64 characters".into()));
-    }
+    check_name("label", &p.label)?;
     let query = DetectionQuery {
         camera: p.camera,
         label: p.label,
@@ -208,6 +198,182 @@ pub(crate) async fn detections(
 #[derive(Debug, Deserialize)]
 pub(crate) struct SeqParam {
     seq: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventParams {
+    camera: Option<String>,
+    label: Option<String>,
+    zone: Option<String>,
+    /// Events that started at or after this time.
+    from: Option<String>,
+    /// Events that started before this time.
+    to: Option<String>,
+    min_score: Option<f32>,
+    /// A revision cursor: only changes after it.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ApiEvent {
+    id: i64,
+    revision: i64,
+    camera: String,
+    track_id: u64,
+    label: String,
+    start_time: String,
+    /// Absent while the object is still tracked.
+    end_time: Option<String>,
+    max_score: f32,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+    zones: Vec<String>,
+    /// `/api/v1/snapshots/{key}.jpg` when a snapshot was kept.
+    snapshot: Option<String>,
+}
+
+impl From<StoredEvent> for ApiEvent {
+    fn from(e: StoredEvent) -> Self {
+        let r = e.record;
+        Self {
+            id: e.id,
+            revision: e.revision,
+            start_time: rfc3339_ms(r.start_ms),
+            end_time: r.end_ms.map(rfc3339_ms),
+            camera: r.camera,
+            track_id: r.track_id,
+            label: r.label,
+            max_score: r.max_score,
+            bbox: r.best_box,
+            zones: r.zones,
+            snapshot: r.snapshot.map(|k| format!("/api/v1/snapshots/{k}.jpg")),
+        }
+    }
+}
+
+/// One page of events; pass `next_after` as `after` to get the next. Every
+/// change of an event (opened, updated, closed) comes once, in order.
+#[derive(Serialize)]
+struct EventPage {
+    events: Vec<ApiEvent>,
+    next_after: Option<i64>,
+}
+
+fn check_name(what: &str, v: &Option<String>) -> Result<(), ApiError> {
+    match v {
+        Some(s) if s.is_empty() || s.len() > 64 => Err(ApiError::BadRequest(format!(
+            "{what} must be 1-64 characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+pub(crate) async fn events(
+    state: web::Data<AppState>,
+    params: web::Query<EventParams>,
+) -> Result<HttpResponse, ApiError> {
+    let p = params.into_inner();
+    if let Some(c) = &p.camera {
+        check_camera_id(c)?;
+    }
+    check_name("label", &p.label)?;
+    check_name("zone", &p.zone)?;
+    if p.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+        return Err(ApiError::BadRequest(
+            "min_score must be between 0 and 1".into(),
+        ));
+    }
+    if p.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::BadRequest("after must be a revision >= 0".into()));
+    }
+    let query = EventQuery {
+        camera: p.camera,
+        label: p.label,
+        zone: p.zone,
+        start_from_ms: p.from.as_deref().map(parse_time_ms).transpose()?,
+        start_to_ms: p.to.as_deref().map(parse_time_ms).transpose()?,
+        min_score: p.min_score,
+        after_revision: p.after,
+        limit: check_limit(p.limit)?,
+    };
+    let reader = state.reader.clone();
+    let rows = web::block(move || reader.events(&query))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(EventPage {
+        next_after: rows.last().map(|e| e.revision).or(p.after),
+        events: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CountParams {
+    camera: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Per-minute counts of one camera; the last 24 hours unless told otherwise.
+pub(crate) async fn counts(
+    state: web::Data<AppState>,
+    params: web::Query<CountParams>,
+) -> Result<HttpResponse, ApiError> {
+    let p = params.into_inner();
+    check_camera_id(&p.camera)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let to =
+        p.to.as_deref()
+            .map(parse_time_ms)
+            .transpose()?
+            .unwrap_or(now);
+    let from = p
+        .from
+        .as_deref()
+        .map(parse_time_ms)
+        .transpose()?
+        .unwrap_or(to - 86_400_000);
+    if from >= to {
+        return Err(ApiError::BadRequest("from must be before to".into()));
+    }
+    #[derive(Serialize)]
+    struct ApiCount {
+        minute: String,
+        label: String,
+        zone: String,
+        count: i64,
+    }
+    let reader = state.reader.clone();
+    let camera = p.camera.clone();
+    let rows: Vec<MinuteCount> = web::block(move || reader.minute_counts(&camera, from, to))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let counts: Vec<ApiCount> = rows
+        .into_iter()
+        .map(|c| ApiCount {
+            minute: rfc3339_ms(c.minute_ms),
+            label: c.label,
+            zone: c.zone,
+            count: c.count,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "camera": p.camera, "counts": counts })))
 }
 
 fn known_camera(state: &AppState, id: &str) -> Result<(), ApiError> {

@@ -42,6 +42,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 web::get().to(api::snapshot_jpeg),
             )
             .route("/detections", web::get().to(api::detections))
+            .route("/events", web::get().to(api::events))
+            .route("/counts", web::get().to(api::counts))
             .route("/snapshots/{key}.jpg", web::get().to(api::event_snapshot))
             .default_service(web::to(|| async {
                 HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
