@@ -19,6 +19,7 @@ demo: models
 
 test: deps
 	npm ci --silent --no-audit --no-fund --prefix inference/tests/support/jpeg-decode
+	npm ci --silent --no-audit --no-fund --prefix appliance/tests/support/browser
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace

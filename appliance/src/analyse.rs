@@ -1,33 +1,23 @@
 //! The analysis stage: batches frames from all cameras, runs the detector,
-//! and hands results to storage and the live view.
+//! runs each camera's analytics, and hands results to storage and the live
+//! view.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
+use vigil_analytics::{CameraAnalytics, CountKey, Detected, EventChange, FrameAnalysis, FrameInfo};
 use vigil_inference::{Detection, Detector, ImageView};
 use vigil_ingest::{Frame, FrameReceiver};
-use vigil_storage::{DetectionRecord, HotStore, WriteOp};
+use vigil_storage::{DetectionRecord, EventRecord, HotStore, MinuteCount, WriteOp};
 use vigil_web_ui::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
+
+use crate::snapshot::event_snapshot;
 
 /// How often the detection rate is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
-
-/// What one camera keeps of the detector's output.
-#[derive(Debug, Clone)]
-pub struct CameraFilter {
-    /// Empty: every label.
-    pub labels: Vec<String>,
-    pub min_score: f32,
-}
-
-impl CameraFilter {
-    fn keeps(&self, d: &Detection) -> bool {
-        d.score >= self.min_score && (self.labels.is_empty() || self.labels.contains(&d.label))
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
@@ -41,11 +31,16 @@ pub struct AnalysisStats {
     pub batches: AtomicU64,
     pub inference_us: AtomicU64,
     pub errors: AtomicU64,
+    pub events_opened: AtomicU64,
+    pub line_crossings: AtomicU64,
 }
 
 pub struct Analyser {
     pub detector: Box<dyn Detector>,
-    pub filters: HashMap<String, CameraFilter>,
+    /// Analytics of each camera, by camera id.
+    pub cameras: HashMap<String, CameraAnalytics>,
+    /// Makes event ids unique across restarts: the run's start time.
+    pub run_id: String,
     pub policy: BatchPolicy,
     pub store: Sender<WriteOp>,
     /// The latest detections of each camera, kept across restarts.
@@ -56,16 +51,32 @@ pub struct Analyser {
 
 impl Analyser {
     /// Runs until every frame sender is gone and the queue is drained.
-    pub fn run(self, frames: FrameReceiver) {
+    pub fn run(mut self, frames: FrameReceiver) {
         let mut report = Reporter::new();
+        let mut snapshots = SnapshotKeys::default();
         while let Some(batch) = next_batch(&frames, self.policy) {
-            self.analyse(batch);
+            self.analyse(batch, &mut snapshots);
             report.maybe_log(&self.stats);
         }
-        tracing::info!("analysis stopped: queue drained");
+        // Objects still in view when the appliance stops: their events end
+        // where they were last seen rather than staying open forever.
+        let mut cameras: Vec<_> = self.cameras.iter_mut().collect();
+        cameras.sort_by(|a, b| a.0.cmp(b.0));
+        for (camera, analytics) in cameras {
+            for change in analytics.finish() {
+                let record = event_record(
+                    &self.run_id,
+                    camera,
+                    &change,
+                    snapshots.current(camera, &change),
+                );
+                self.store.send(WriteOp::Event(record)).ok();
+            }
+        }
+        tracing::info!("analysis stopped: queue drained, open events closed");
     }
 
-    fn analyse(&self, batch: Vec<Frame>) {
+    fn analyse(&mut self, batch: Vec<Frame>, snapshots: &mut SnapshotKeys) {
         let views: Result<Vec<ImageView>, _> = batch
             .iter()
             .map(|f| ImageView::new(f.width as usize, f.height as usize, &f.rgb))
@@ -91,32 +102,78 @@ impl Analyser {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
 
         let mut rows = Vec::new();
+        let mut counts: BTreeMap<(String, CountKey), i64> = BTreeMap::new();
         for (frame, detections) in batch.into_iter().zip(results) {
-            let kept: Vec<Detection> = match self.filters.get(&*frame.camera_id) {
-                Some(f) => detections.into_iter().filter(|d| f.keeps(d)).collect(),
-                None => detections,
-            };
             let wall_ms = frame
                 .wall_time
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            rows.extend(kept.iter().map(|d| DetectionRecord {
-                camera: frame.camera_id.to_string(),
-                frame_seq: frame.seq,
-                frame_pts_us: frame.pts_us,
-                frame_wall_ms: wall_ms,
-                label: d.label.clone(),
-                score: d.score,
-                bbox: d.bbox.into(),
-            }));
-            let live: Vec<LiveDetection> = kept
-                .into_iter()
-                .map(|d| LiveDetection {
-                    label: d.label,
+            let Some(analytics) = self.cameras.get_mut(&*frame.camera_id) else {
+                continue;
+            };
+            let detected: Vec<Detected> = detections
+                .iter()
+                .map(|d| Detected {
+                    label: &d.label,
                     score: d.score,
                     bbox: d.bbox.into(),
                 })
                 .collect();
+            let info = FrameInfo {
+                width: frame.width,
+                height: frame.height,
+                wall_ms,
+            };
+            let analysis = analytics.process(info, &detected);
+            let camera = frame.camera_id.to_string();
+
+            rows.extend(analysis.kept.iter().map(|&i| DetectionRecord {
+                camera: camera.clone(),
+                frame_seq: frame.seq,
+                frame_pts_us: frame.pts_us,
+                frame_wall_ms: wall_ms,
+                label: detections[i].label.clone(),
+                score: detections[i].score,
+                bbox: detections[i].bbox.into(),
+            }));
+            for change in &analysis.events {
+                let snapshot = if change.new_best {
+                    let jpeg = event_snapshot(
+                        &frame.rgb,
+                        frame.width,
+                        frame.height,
+                        change.event.best_box,
+                    );
+                    snapshots.replace(&self.hot, &camera, change.event.track_id, jpeg)
+                } else {
+                    snapshots.current(&camera, change)
+                };
+                if change.phase == vigil_analytics::Phase::Opened {
+                    self.stats.events_opened.fetch_add(1, Ordering::Relaxed);
+                }
+                let record = event_record(&self.run_id, &camera, change, snapshot);
+                if self.store.send(WriteOp::Event(record)).is_err() {
+                    tracing::error!("storage writer is gone; event not stored");
+                }
+                if change.phase == vigil_analytics::Phase::Closed {
+                    snapshots.forget(&camera, change.event.track_id);
+                }
+            }
+            for c in &analysis.crossings {
+                self.stats.line_crossings.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    camera = %camera,
+                    line = %c.line,
+                    direction = c.direction.as_str(),
+                    label = %c.label,
+                    track = c.track_id,
+                    "line crossed"
+                );
+            }
+            for key in &analysis.counts {
+                *counts.entry((camera.clone(), key.clone())).or_default() += 1;
+            }
+            let live = live_detections(&detections, &analysis);
             let latest = LatestDetections {
                 seq: frame.seq,
                 frame_wall_ms: wall_ms,
@@ -125,11 +182,11 @@ impl Analyser {
                 detections: live.clone(),
             };
             let bytes = serde_json::to_vec(&latest).unwrap_or_default();
-            if let Err(e) = self.hot.put_latest(&frame.camera_id, &bytes) {
+            if let Err(e) = self.hot.put_latest(&camera, &bytes) {
                 tracing::warn!(error = %e, "hot state not updated");
             }
             self.live.publish(
-                &frame.camera_id,
+                &camera,
                 Snapshot::new(
                     frame.seq,
                     wall_ms,
@@ -143,6 +200,109 @@ impl Analyser {
         if !rows.is_empty() && self.store.send(WriteOp::Detections(rows)).is_err() {
             tracing::error!("storage writer is gone; detections not stored");
         }
+        if !counts.is_empty() {
+            let counts = counts
+                .into_iter()
+                .map(|((camera, k), count)| MinuteCount {
+                    camera,
+                    minute_ms: k.minute_ms,
+                    label: k.label,
+                    zone: k.zone,
+                    count,
+                })
+                .collect();
+            self.store.send(WriteOp::Counts(counts)).ok();
+        }
+    }
+}
+
+/// What the live view shows: detections worth keeping, and those that only
+/// carry a track on (low score), each with its track id when it has one.
+fn live_detections(detections: &[Detection], analysis: &FrameAnalysis) -> Vec<LiveDetection> {
+    let track_of = |i: usize| {
+        analysis
+            .tracks
+            .iter()
+            .find(|t| t.observation == i)
+            .map(|t| t.track_id)
+    };
+    let mut shown: Vec<usize> = analysis.kept.clone();
+    shown.extend(analysis.tracks.iter().map(|t| t.observation));
+    shown.sort_unstable();
+    shown.dedup();
+    shown
+        .into_iter()
+        .map(|i| LiveDetection {
+            label: detections[i].label.clone(),
+            score: detections[i].score,
+            bbox: detections[i].bbox.into(),
+            track: track_of(i),
+        })
+        .collect()
+}
+
+fn event_record(
+    run_id: &str,
+    camera: &str,
+    change: &EventChange,
+    snapshot: Option<u64>,
+) -> EventRecord {
+    let e = &change.event;
+    EventRecord {
+        uid: format!("{run_id}-{camera}-{}", e.track_id),
+        camera: camera.to_string(),
+        track_id: e.track_id,
+        label: e.label.clone(),
+        start_ms: e.start_ms,
+        end_ms: e.end_ms,
+        max_score: e.max_score,
+        best_box: e.best_box,
+        zones: e.zones.clone(),
+        snapshot,
+    }
+}
+
+/// The snapshot key of each live event. A better sighting replaces the
+/// snapshot and gives the old one's space back.
+#[derive(Default)]
+struct SnapshotKeys(HashMap<(String, u64), u64>);
+
+impl SnapshotKeys {
+    fn current(&self, camera: &str, change: &EventChange) -> Option<u64> {
+        self.0
+            .get(&(camera.to_string(), change.event.track_id))
+            .copied()
+    }
+
+    fn replace(
+        &mut self,
+        hot: &HotStore,
+        camera: &str,
+        track: u64,
+        jpeg: Option<Vec<u8>>,
+    ) -> Option<u64> {
+        let slot = (camera.to_string(), track);
+        let Some(jpeg) = jpeg else {
+            return self.0.get(&slot).copied();
+        };
+        match hot.put_snapshot(&jpeg) {
+            Ok(key) => {
+                if let Some(old) = self.0.insert(slot, key) {
+                    if let Err(e) = hot.remove_snapshot(old) {
+                        tracing::warn!(error = %e, "old snapshot not removed");
+                    }
+                }
+                Some(key)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event snapshot not stored");
+                self.0.get(&slot).copied()
+            }
+        }
+    }
+
+    fn forget(&mut self, camera: &str, track: u64) {
+        self.0.remove(&(camera.to_string(), track));
     }
 }
 
@@ -230,21 +390,5 @@ mod tests {
             .map(|b| b.len())
             .collect();
         assert_eq!(sizes, vec![2, 2, 1]);
-    }
-
-    #[test]
-    fn filter_keeps_listed_labels_above_the_score() {
-        let f = CameraFilter {
-            labels: vec!["person".into()],
-            min_score: 0.5,
-        };
-        let d = |label: &str, score| Detection {
-            label: label.into(),
-            score,
-            bbox: [0.0; 4].into(),
-        };
-        assert!(f.keeps(&d("person", 0.6)));
-        assert!(!f.keeps(&d("person", 0.4)));
-        assert!(!f.keeps(&d("car", 0.9)));
     }
 }

@@ -1,7 +1,7 @@
 //! The TOML configuration: parsed with serde, then validated. Every error
 //! names the file, the line and the field, so a person can fix it at once.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use vigil_analytics::{CountLine, LabelFilter, Polygon, Scene, TrackerConfig, Zone};
 use vigil_ingest::SourceUrl;
 
 /// A configuration the appliance cannot run with.
@@ -163,9 +164,83 @@ pub struct CameraSection {
     /// Frames per second analysed.
     #[serde(default = "default_detect_fps")]
     pub detect_fps: Spanned<f64>,
-    /// Only these labels are stored and shown; empty means all.
+    /// Only these labels are stored, shown and tracked; empty means all.
     #[serde(default = "default_labels")]
     pub labels: Spanned<Vec<String>>,
+    /// Overrides `detector.min_score` for this camera.
+    #[serde(default)]
+    pub min_score: Option<Spanned<f32>>,
+    /// Per-label score and size limits.
+    #[serde(default = "unspanned")]
+    pub filters: Spanned<BTreeMap<String, LabelFilter>>,
+    /// Areas whose detections are ignored (normalised polygons).
+    #[serde(default = "unspanned")]
+    pub masks: Spanned<Vec<Polygon>>,
+    #[serde(default = "unspanned")]
+    pub zones: Spanned<Vec<Zone>>,
+    /// Counting lines.
+    #[serde(default = "unspanned")]
+    pub lines: Spanned<Vec<CountLine>>,
+    #[serde(default = "unspanned")]
+    pub tracker: Spanned<TrackerSection>,
+}
+
+/// Tracking settings in the units people think in; turned into frames with
+/// the camera's `detect_fps`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerSection {
+    /// Consecutive analysed frames an object must be seen in before its
+    /// event opens.
+    pub confirm_frames: u32,
+    /// An object unseen this long is gone and its event closes.
+    pub lost_after_s: f64,
+    /// Detections down to this score keep a live track going (never start one).
+    pub track_min_score: f32,
+}
+
+impl Default for TrackerSection {
+    fn default() -> Self {
+        Self {
+            confirm_frames: TrackerConfig::default().confirm_hits,
+            lost_after_s: 2.0,
+            track_min_score: vigil_analytics::DEFAULT_TRACK_MIN_SCORE,
+        }
+    }
+}
+
+impl CameraSection {
+    /// The analytics view of this camera's settings.
+    pub fn scene(&self, detector: &DetectorSection) -> Scene {
+        Scene {
+            labels: self.labels.get_ref().clone(),
+            min_score: *self
+                .min_score
+                .as_ref()
+                .unwrap_or(&detector.min_score)
+                .get_ref(),
+            track_min_score: self.tracker.get_ref().track_min_score,
+            filters: self.filters.get_ref().clone(),
+            masks: self.masks.get_ref().clone(),
+            zones: self.zones.get_ref().clone(),
+            lines: self.lines.get_ref().clone(),
+        }
+    }
+
+    pub fn tracker_config(&self) -> TrackerConfig {
+        let t = self.tracker.get_ref();
+        let fps = *self.detect_fps.get_ref();
+        TrackerConfig {
+            confirm_hits: t.confirm_frames,
+            lost_frames: (t.lost_after_s * fps).ceil().max(1.0) as u32,
+            ..Default::default()
+        }
+    }
+}
+
+/// A default value: it has no place in the file, so no line.
+fn unspanned<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
 }
 
 fn default_labels() -> Spanned<Vec<String>> {
@@ -290,10 +365,10 @@ impl Config {
                     format!("must be above 0 and at most {MAX_DETECT_FPS}"),
                 ));
             }
-            if let Some(bad) = cam
-                .labels
-                .get_ref()
-                .iter()
+            let labels = cam.labels.get_ref().iter();
+            let filtered = cam.filters.get_ref().keys();
+            if let Some(bad) = labels
+                .chain(filtered)
                 .find(|l| !known_labels.contains(l.as_str()))
             {
                 return Err(fail(
@@ -303,6 +378,40 @@ impl Config {
                         "unknown label {bad:?} (labels are COCO names such as \"person\", \"car\")"
                     ),
                 ));
+            }
+            if let Some(score) = &cam.min_score {
+                if !(0.0..=1.0).contains(score.get_ref()) {
+                    return Err(fail(
+                        score.span(),
+                        field("min_score"),
+                        "must be between 0 and 1".into(),
+                    ));
+                }
+            }
+            let tracker = cam.tracker.get_ref();
+            if tracker.confirm_frames == 0
+                || !(tracker.lost_after_s > 0.0 && tracker.lost_after_s <= 3600.0)
+                || !(0.0..=1.0).contains(&tracker.track_min_score)
+            {
+                return Err(fail(
+                    cam.tracker.span(),
+                    field("tracker"),
+                    "confirm_frames must be at least 1, lost_after_s above 0 and at most 3600, \
+                     track_min_score between 0 and 1"
+                        .into(),
+                ));
+            }
+            if let Err(e) = cam.scene(&self.detector).validate() {
+                // Point at the part of the camera the message is about.
+                let span = [
+                    (&cam.filters.span(), "filters"),
+                    (&cam.zones.span(), "zone"),
+                    (&cam.lines.span(), "line"),
+                ]
+                .into_iter()
+                .find(|(_, key)| e.to_string().contains(key))
+                .map_or(cam.id.span(), |(s, _)| s.clone());
+                return Err(fail(span, field("analytics"), e.to_string()));
             }
         }
         Ok(())
@@ -391,6 +500,58 @@ labels = ["person", "car"]
         let e = err(&dup);
         assert_eq!(e.line, Some(15));
         assert!(e.message.contains("used twice"));
+    }
+
+    const ANALYTICS: &str = r#"
+min_score = 0.6
+masks = [[[0.0, 0.0], [0.2, 0.0], [0.2, 0.2]]]
+lines = [{ name = "walkway", from = [0.4, 0.25], to = [0.4, 0.75] }]
+tracker = { confirm_frames = 2, lost_after_s = 1.5 }
+
+[[cameras.zones]]
+name = "driveway"
+polygon = [[0.1, 0.5], [0.6, 0.5], [0.6, 1.0], [0.1, 1.0]]
+
+[cameras.filters.car]
+min_score = 0.7
+min_area = 0.001
+"#;
+
+    #[test]
+    fn camera_analytics_settings_parse_into_a_scene() {
+        let c = Config::parse(&format!("{GOOD}{ANALYTICS}"), Path::new("vigil.toml")).unwrap();
+        let cam = &c.cameras[0];
+        let scene = cam.scene(&c.detector);
+        assert_eq!(scene.min_score, 0.6);
+        assert_eq!(scene.confident_from("car"), 0.7);
+        assert_eq!(scene.zones[0].name, "driveway");
+        assert_eq!(scene.lines[0].name, "walkway");
+        assert_eq!(scene.masks.len(), 1);
+        let t = cam.tracker_config();
+        // 1.5 s at 5 analysed frames per second.
+        assert_eq!((t.confirm_hits, t.lost_frames), (2, 8));
+    }
+
+    #[test]
+    fn bad_analytics_settings_name_their_line() {
+        let text = format!("{GOOD}{ANALYTICS}");
+        let e = err(&text.replace("[0.6, 1.0], [0.1, 1.0]", "[0.6, 1.5], [0.1, 1.0]"));
+        assert_eq!(e.line, Some(21), "{e}");
+        assert!(e.message.contains("outside the frame"), "{e}");
+        let e = err(&text.replace("[[0.0, 0.0], [0.2, 0.0], [0.2, 0.2]]", "[[0.0, 0.0]]"));
+        assert_eq!(e.line, Some(15), "{e}");
+        let e = err(&text.replace("\"driveway\"", "\"walkway\""));
+        assert!(e.message.contains("used twice"), "{e}");
+        let e = err(&text.replace("min_area = 0.001", "min_area = 2.0"));
+        assert_eq!(e.field.as_deref(), Some("cameras[0].analytics"));
+        assert_eq!(e.line, Some(23), "{e}");
+        let e = err(&text.replace("lost_after_s = 1.5", "lost_after_s = 0"));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(17), Some("cameras[0].tracker"))
+        );
+        let e = err(&text.replace("filters.car", "filters.unicorn"));
+        assert!(e.message.contains("unicorn"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,11 @@ const CLIPS: [(&str, &[u8]); 2] = [
     ("bikes", include_bytes!("../assets/demo/bikes.mp4")),
 ];
 
+/// Analytics to show off on the street clip: a counting line across the
+/// walkway (the one `docs/analytics.md` checks against a hand count).
+const STREET_ANALYTICS: &str =
+    "lines = [{ name = \"walkway\", from = [0.4, 0.25], to = [0.4, 0.75] }]\n";
+
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data = args
         .data
@@ -59,6 +64,9 @@ fn demo_config(listen: &str, db: &Path, model: &str, clips: &[(String, PathBuf)]
             q(name),
             q(&format!("file://{}?loop=1", path.display()))
         ));
+        if name == "street" {
+            text.push_str(STREET_ANALYTICS);
+        }
     }
     text
 }
@@ -77,5 +85,7 @@ mod tests {
         let c = Config::parse(&text, Path::new("<demo>")).unwrap();
         let ids: Vec<&str> = c.cameras.iter().map(|c| c.id.get_ref().as_str()).collect();
         assert_eq!(ids, vec!["street", "bikes"]);
+        let street = c.cameras[0].scene(&c.detector);
+        assert_eq!(street.lines[0].name, "walkway");
     }
 }

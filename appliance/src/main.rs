@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod pipeline;
 mod shutdown;
+mod snapshot;
 
 use std::process::ExitCode;
 

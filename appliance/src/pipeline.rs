@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use vigil_analytics::CameraAnalytics;
 use vigil_inference::ModelRegistry;
 use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats, SourceUrl};
 use vigil_storage::{spawn_writer, CameraRecord, HotStore, Reader, WriteOp, WriterConfig};
 use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
 
-use crate::analyse::{Analyser, AnalysisStats, BatchPolicy, CameraFilter};
+use crate::analyse::{Analyser, AnalysisStats, BatchPolicy};
 use crate::config::Config;
 use crate::shutdown;
 
@@ -42,9 +43,16 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     vigil_ingest::init().context("initialising ffmpeg")?;
     let db = vigil_storage::prepare(&config.storage.path)?;
     tracing::info!(database = %db.display(), "storage ready");
+    let interrupted = vigil_storage::close_interrupted_events(&db)?;
+    if interrupted > 0 {
+        tracing::warn!(
+            events = interrupted,
+            "closed events left open by an unclean stop, at their camera's last detection"
+        );
+    }
 
     let device = candle_core::Device::Cpu;
-    let detector = ModelRegistry::from_env()
+    let mut detector = ModelRegistry::from_env()
         .load(&config.detector.model, &device)
         .context("loading the detection model (run `make models` to fetch the default one)")?;
 
@@ -70,7 +78,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
 
     let mut sources = Vec::new();
     let mut directory = Vec::new();
-    let mut filters = HashMap::new();
+    let mut cameras = HashMap::new();
     for cam in &config.cameras {
         let id = cam.id.get_ref().clone();
         let url = SourceUrl::parse(cam.url.get_ref())?;
@@ -97,21 +105,25 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             detect_fps: *cam.detect_fps.get_ref(),
             stats: handle.stats.clone(),
         });
-        filters.insert(
+        cameras.insert(
             id,
-            CameraFilter {
-                labels: cam.labels.get_ref().clone(),
-                min_score: *config.detector.min_score.get_ref(),
-            },
+            CameraAnalytics::new(cam.scene(&config.detector), cam.tracker_config()),
         );
         sources.push(handle);
     }
     // Only the sources hold senders now: when they end, the queue closes.
     drop(frame_tx);
 
+    // The tracker's second pass needs the detector's low-score boxes too.
+    let floor = cameras
+        .values()
+        .map(|c| c.scene().track_min_score.min(c.scene().min_score))
+        .fold(*config.detector.min_score.get_ref(), f32::min);
+    detector.set_score_threshold(floor);
     let analyser = Analyser {
         detector,
-        filters,
+        cameras,
+        run_id: now_ms.to_string(),
         policy: BatchPolicy {
             max_batch,
             max_wait: Duration::from_millis(config.detector.max_wait_ms),

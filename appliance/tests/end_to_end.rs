@@ -44,28 +44,22 @@ fn get_json(url: &str) -> Option<Value> {
     serde_json::from_str(&res.body_mut().read_to_string().ok()?).ok()
 }
 
-/// The page's DOM after headless Chromium ran its scripts for a few seconds.
-fn browser_dom(url: &str) -> String {
-    let chromium = std::env::var("VIGIL_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+/// What a person sees in the UI, as reported by headless Chromium driven by
+/// Playwright (`tests/support/browser`; `make test` installs it).
+fn browser_view(url: &str) -> Value {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/browser/live-view.js");
+    let out = Command::new("node")
+        .arg(&script)
         .arg(url)
         .output()
-        .unwrap_or_else(|e| panic!("{chromium} must be installed (make test installs it): {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap_or_else(|e| panic!("node must be installed (make test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "browser check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
 }
 
 /// Kills the child if the test fails before the orderly stop.
@@ -93,7 +87,9 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     write!(
         f,
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\npath = {data:?}\n\n\
-         [[cameras]]\nid = \"street\"\nurl = {url:?}\ndetect_fps = 4\n",
+         [[cameras]]\nid = \"street\"\nurl = {url:?}\ndetect_fps = 4\n\
+         lines = [{{ name = \"walkway\", from = [0.4, 0.25], to = [0.4, 0.75] }}]\n\
+         zones = [{{ name = \"plaza\", polygon = [[0, 0.3], [1, 0.3], [1, 1], [0, 1]] }}]\n",
         url = format!("file://{}?loop=1", clip.display()),
     )
     .unwrap();
@@ -190,19 +186,92 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     let bytes = jpeg.body_mut().read_to_vec().unwrap();
     assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
 
-    // A real browser renders the live view: the frame loaded, people boxed.
-    let dom = browser_dom(&format!("http://127.0.0.1:{port}/"));
-    assert!(dom.contains(r#"data-camera="street""#), "{dom}");
+    // A real browser renders the live view: the frame loaded, people boxed
+    // and labelled with track ids, events listed with snapshots, and the
+    // list updated by the live feed.
+    let view = browser_view(&format!("http://127.0.0.1:{port}/"));
+    assert_eq!(view["cameras"][0], "street", "{view}");
     assert!(
-        dom.contains(&format!(
-            r#"src="http://127.0.0.1:{port}/api/v1/cameras/street/snapshot.jpg?seq="#
-        )),
-        "frame image shown: {dom}"
+        view["frame"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/cameras/street/snapshot.jpg?seq="),
+        "{view}"
     );
+    let boxes: Vec<&str> = view["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(
-        dom.contains(r#"class="detection" data-label="person""#),
-        "boxes drawn: {dom}"
+        boxes.iter().any(|b| b.starts_with("person #")),
+        "tracked people boxed: {view}"
     );
+    let listed = view["events"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|e| e["label"] == "person" && e["snapshot"].as_str().is_some()),
+        "{view}"
+    );
+    assert_eq!(view["feed"], "· live");
+
+    // Analytics: people became tracked events with snapshots, zone visits
+    // and counts; the live feed replays them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let event = loop {
+        let page = get_json(&format!("{base}/events?camera=street&zone=plaza")).unwrap();
+        if let Some(e) = page["events"].as_array().unwrap().first() {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no event within 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(event["label"], "person", "{event}");
+    assert_eq!(event["zones"][0], "plaza", "{event}");
+    let snapshot = event["snapshot"].as_str().expect("event snapshot");
+    let mut jpeg = ureq::get(&format!("http://127.0.0.1:{port}{snapshot}"))
+        .call()
+        .unwrap();
+    assert_eq!(&jpeg.body_mut().read_to_vec().unwrap()[..2], &[0xFF, 0xD8]);
+    let counts = get_json(&format!("{base}/counts?camera=street")).unwrap();
+    let zones: Vec<&str> = counts["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["zone"].as_str())
+        .collect();
+    assert!(zones.contains(&"") && zones.contains(&"plaza"), "{counts}");
+    // The live view labels tracked people with their track id (some frame
+    // of the next few has one: people are in view most of the clip).
+    let has_track = |snap: &Value| {
+        snap["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["track"].as_u64().is_some())
+    };
+    assert!(
+        (0..40).any(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            has_track(&get_json(&format!("{base}/cameras/street/snapshot")).unwrap())
+        }),
+        "live detections carry track ids"
+    );
+    let feed = ureq::get(&format!("{base}/events/live?after=0"))
+        .call()
+        .unwrap();
+    let mut first_lines = String::new();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(feed.into_body().into_reader()).lines();
+        while !first_lines.contains("data: ") {
+            first_lines.push_str(&lines.next().unwrap().unwrap());
+            first_lines.push('\n');
+        }
+    }
+    assert!(first_lines.contains("event: event"), "{first_lines}");
 
     // SIGTERM: orderly shutdown, exit 0, and every row the API showed is on disk.
     let mut child = guard.0.take().unwrap();
@@ -246,6 +315,16 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
         total_max >= shown_before_stop,
         "rows shown over HTTP are on disk"
     );
+    // A clean stop closes every event.
+    let (events, open): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE end_ms IS NULL) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(events >= 1);
+    assert_eq!(open, 0, "events left open after a clean stop");
 }
 
 #[test]

@@ -14,7 +14,7 @@ const MICROS: Rational = Rational(1, 1_000_000);
 /// Socket timeout for network sources, so a dead camera cannot block a read forever.
 const NETWORK_TIMEOUT_US: &str = "5000000";
 
-pub(crate) struct VideoInput {
+pub struct VideoInput {
     url: String,
     input: ff::format::context::Input,
     decoder: ff::decoder::Video,

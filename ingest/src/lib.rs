@@ -11,6 +11,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use decode::VideoInput;
 pub use queue::{frame_queue, FrameReceiver, FrameSender};
 pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl};
 pub use stats::{SourceState, SourceStats, StatsSnapshot};

@@ -156,6 +156,21 @@ impl HotStore {
         })
     }
 
+    /// Forgets a snapshot that something better replaced, giving its bytes
+    /// back to the budget. Unknown keys are fine (already evicted).
+    pub fn remove_snapshot(&self, key: u64) -> Result<(), StorageError> {
+        self.write(Durability::None, |tx| {
+            let mut snaps = tx.open_table(SNAPSHOTS)?;
+            let Some(len) = snaps.remove(key)?.map(|v| v.value().len() as u64) else {
+                return Ok(());
+            };
+            let mut meta = tx.open_table(META)?;
+            let bytes = meta.get(SNAPSHOT_BYTES)?.map_or(0, |v| v.value());
+            meta.insert(SNAPSHOT_BYTES, bytes.saturating_sub(len))?;
+            Ok(())
+        })
+    }
+
     pub fn snapshot(&self, key: u64) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|tx| {
             Ok(tx
@@ -210,6 +225,10 @@ mod tests {
         assert_eq!(hot.snapshot(0).unwrap(), None);
         assert_eq!(hot.snapshot(2).unwrap(), None);
         assert_eq!(hot.snapshot(3).unwrap(), Some(vec![3; 1000]));
+        hot.remove_snapshot(3).unwrap();
+        hot.remove_snapshot(3).unwrap();
+        assert_eq!(hot.snapshot(3).unwrap(), None);
+        assert_eq!(hot.snapshot_bytes().unwrap(), 1000, "only key 4 is left");
         assert_eq!(hot.snapshot(4).unwrap(), Some(vec![4; 1000]));
         // One snapshot larger than the whole budget is still kept, alone.
         let big = hot.put_snapshot(&[9; 4000]).unwrap();

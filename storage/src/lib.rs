@@ -9,6 +9,7 @@
 //! in the writer thread in small batches between commits.
 
 pub mod hot;
+mod interrupted;
 mod migrations;
 pub mod reader;
 mod records;
@@ -18,6 +19,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 
 pub use hot::HotStore;
+pub use interrupted::close_interrupted_events;
 pub use reader::{DetectionQuery, EventQuery, Reader};
 pub use records::{
     CameraRecord, DetectionRecord, EventRecord, MinuteCount, StoredDetection, StoredEvent,

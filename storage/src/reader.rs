@@ -202,6 +202,15 @@ impl Reader {
         })
     }
 
+    /// The newest event revision, if any: where a live feed starts when the
+    /// client brings no cursor. `revision` is unique, hence indexed.
+    pub fn last_event_revision(&self) -> Result<Option<i64>, StorageError> {
+        self.with_conn(|c| {
+            c.prepare_cached("SELECT MAX(revision) FROM events")?
+                .query_row([], |r| r.get(0))
+        })
+    }
+
     /// The oldest detection id still stored: a poller whose cursor is below
     /// it knows retention removed rows it had not read.
     pub fn oldest_detection_id(&self) -> Result<Option<i64>, StorageError> {

@@ -217,6 +217,61 @@ fn event_updates_get_new_revisions_so_pollers_see_every_change_once() {
 }
 
 #[test]
+fn events_left_open_by_a_crash_close_at_start_at_their_cameras_last_sighting() {
+    let dir = tempfile::tempdir().unwrap();
+    // A run that died: gate's event open, last gate detection at 5 000 ms;
+    // yard's event open with no detections at all; one event closed.
+    let path = write_all(
+        dir.path(),
+        vec![
+            WriteOp::Detections(vec![record("gate", 1, 4_000), record("gate", 2, 5_000)]),
+            WriteOp::Event(event("g", "gate", 3_000, None, &["drive"])),
+            WriteOp::Event(event("y", "yard", 7_000, None, &[])),
+            WriteOp::Event(event("done", "gate", 100, Some(200), &[])),
+        ],
+    );
+    let reader = Reader::new(&path);
+    let all = |after| {
+        reader
+            .events(&EventQuery {
+                after_revision: Some(after),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let cursor = all(0).last().unwrap().revision;
+
+    assert_eq!(vigil_storage::close_interrupted_events(&path).unwrap(), 2);
+    let changes = all(cursor);
+    let ends: Vec<(&str, Option<i64>)> = changes
+        .iter()
+        .map(|e| (e.record.uid.as_str(), e.record.end_ms))
+        .collect();
+    assert_eq!(ends, vec![("g", Some(5_000)), ("y", Some(7_000))]);
+    // The zone index moved with the event: zone pollers see the close too.
+    let drive = reader
+        .events(&EventQuery {
+            zone: Some("drive".into()),
+            after_revision: Some(cursor),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(drive.len(), 1);
+    // Nothing is left open; a second start changes nothing.
+    assert_eq!(vigil_storage::close_interrupted_events(&path).unwrap(), 0);
+    // The writer carries on after the new revisions.
+    write_all(
+        dir.path(),
+        vec![WriteOp::Event(event("n", "gate", 9_000, None, &[]))],
+    );
+    let last = all(changes.last().unwrap().revision);
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].record.uid, "n");
+}
+
+#[test]
 fn minute_counts_add_up_and_cameras_are_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let count = |minute_ms, n| MinuteCount {

@@ -1,5 +1,6 @@
 // Vigil live view: polls the REST API, shows each camera's latest analysed
-// frame with its boxes, and the newest detections.
+// frame with its boxes and track ids, the newest events (kept current by the
+// server-sent event feed) and the newest detections.
 "use strict";
 
 const POLL_MS = 500;
@@ -47,7 +48,8 @@ function drawBoxes(c, snap) {
     const [x0, y0, x1, y1] = d.box;
     const g = el("g", { class: "detection", "data-label": d.label });
     g.append(el("rect", { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }));
-    const label = `${d.label} ${(d.score * 100).toFixed(0)}%`;
+    const track = d.track === undefined ? "" : ` #${d.track}`;
+    const label = `${d.label}${track} ${(d.score * 100).toFixed(0)}%`;
     g.append(el("rect", { class: "tag", x: x0, y: Math.max(0, y0 - 16), width: label.length * 7 + 6, height: 16 }));
     g.append(el("text", { x: x0 + 3, y: Math.max(12, y0 - 4) }, label));
     c.svg.append(g);
@@ -88,6 +90,46 @@ async function refreshDetections() {
   document.querySelector("#detections tbody").replaceChildren(...rows);
 }
 
+const EVENTS_SHOWN = 24;
+const events = new Map(); // event id -> latest state
+
+function eventItem(e) {
+  const li = el("li", { class: "event", "data-event": e.id, "data-label": e.label });
+  if (e.snapshot) li.append(el("img", { src: e.snapshot, alt: `${e.label} on ${e.camera}`, loading: "lazy" }));
+  const start = e.start_time.slice(11, 19);
+  const end = e.end_time ? `–${e.end_time.slice(11, 19)}` : "";
+  const info = el("div");
+  info.append(el("strong", {}, `${e.label} #${e.track_id}`), " ", el("span", { class: "muted" }, e.camera));
+  const when = el("div", { class: e.end_time ? "muted" : "open" }, `${start}${end}${e.end_time ? "" : " · in view"}`);
+  li.append(info, when);
+  if (e.zones.length) li.append(el("div", { class: "muted" }, e.zones.join(", ")));
+  return li;
+}
+
+function showEvents() {
+  const newest = [...events.values()].sort((a, b) => b.id - a.id).slice(0, EVENTS_SHOWN);
+  for (const id of events.keys()) if (!newest.some((e) => e.id === id)) events.delete(id);
+  document.getElementById("events").replaceChildren(...newest.map(eventItem));
+}
+
+// The newest events, then every change as the server stores it. The feed's
+// message ids are revisions: EventSource resumes from the last one itself.
+async function followEvents() {
+  const feedState = document.getElementById("feed");
+  const page = await getJson(`/api/v1/events?limit=${EVENTS_SHOWN}`);
+  for (const e of page.events) events.set(e.id, e);
+  showEvents();
+  const after = page.next_after ?? 0;
+  const feed = new EventSource(`/api/v1/events/live?after=${after}`);
+  feed.addEventListener("event", (m) => {
+    const e = JSON.parse(m.data);
+    events.set(e.id, e);
+    showEvents();
+  });
+  feed.onopen = () => { feedState.textContent = "· live"; };
+  feed.onerror = () => { feedState.textContent = "· reconnecting…"; };
+}
+
 async function tick() {
   const status = document.getElementById("status");
   try {
@@ -102,3 +144,6 @@ async function tick() {
 }
 
 tick();
+followEvents().catch((e) => {
+  document.getElementById("feed").textContent = `· unavailable (${e.message})`;
+});

@@ -217,7 +217,7 @@ pub(crate) struct EventParams {
 }
 
 #[derive(Serialize)]
-struct ApiEvent {
+pub(crate) struct ApiEvent {
     id: i64,
     revision: i64,
     camera: String,
@@ -285,6 +285,21 @@ pub(crate) async fn events(
     params: web::Query<EventParams>,
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
+    let after = p.after;
+    let query = event_query(p)?;
+    let reader = state.reader.clone();
+    let rows = web::block(move || reader.events(&query))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(EventPage {
+        next_after: rows.last().map(|e| e.revision).or(after),
+        events: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Checks an event request's parameters and turns them into a query.
+pub(crate) fn event_query(p: EventParams) -> Result<EventQuery, ApiError> {
     if let Some(c) = &p.camera {
         check_camera_id(c)?;
     }
@@ -308,15 +323,7 @@ pub(crate) async fn events(
         after_revision: p.after,
         limit: check_limit(p.limit)?,
     };
-    let reader = state.reader.clone();
-    let rows = web::block(move || reader.events(&query))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(EventPage {
-        next_after: rows.last().map(|e| e.revision).or(p.after),
-        events: rows.into_iter().map(Into::into).collect(),
-    }))
+    Ok(query)
 }
 
 #[derive(Debug, Deserialize)]

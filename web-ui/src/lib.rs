@@ -6,6 +6,7 @@ mod api;
 mod assets;
 pub mod live;
 mod server;
+mod sse;
 
 use std::sync::Arc;
 

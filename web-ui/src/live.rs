@@ -20,6 +20,9 @@ pub struct LiveDetection {
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
+    /// The tracked object this detection belongs to, once confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<u64>,
 }
 
 /// What the hot store keeps per camera (JSON), so the latest detections

@@ -5,6 +5,7 @@ use std::thread::JoinHandle;
 
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
+use crate::sse::{self, Closing};
 use crate::{api, assets, AppState, WebError};
 
 #[derive(Debug, Clone)]
@@ -18,12 +19,17 @@ pub struct ServerConfig {
 pub struct ServerHandle {
     handle: actix_web::dev::ServerHandle,
     thread: JoinHandle<()>,
+    closing: Arc<Closing>,
     pub local_addr: std::net::SocketAddr,
 }
 
 impl ServerHandle {
     /// Stops accepting connections, lets requests in flight finish, and waits.
     pub fn stop(self) {
+        // Live feeds never finish on their own: end them first.
+        self.closing
+            .0
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         actix_web::rt::System::new().block_on(self.handle.stop(true));
         if self.thread.join().is_err() {
             tracing::error!("http server thread panicked");
@@ -43,6 +49,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/detections", web::get().to(api::detections))
             .route("/events", web::get().to(api::events))
+            .route("/events/live", web::get().to(sse::live_events))
             .route("/counts", web::get().to(api::counts))
             .route("/snapshots/{key}.jpg", web::get().to(api::event_snapshot))
             .default_service(web::to(|| async {
@@ -56,6 +63,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
 /// Binds `config.listen` and serves on a new thread with its own runtime.
 pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, WebError> {
     let state = web::Data::from(Arc::new(state));
+    let closing = sse::closing();
+    let closing_data = web::Data::from(closing.clone());
     let listen = config.listen.clone();
     let workers = config.workers.max(1);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -66,6 +75,7 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
                 let bound = HttpServer::new(move || {
                     App::new()
                         .app_data(state.clone())
+                        .app_data(closing_data.clone())
                         .app_data(query_config())
                         .wrap(
                             middleware::DefaultHeaders::new()
@@ -109,6 +119,7 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
     Ok(ServerHandle {
         handle,
         thread,
+        closing,
         local_addr,
     })
 }

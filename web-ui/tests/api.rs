@@ -166,3 +166,112 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
     assert_eq!(health["status"], "ok");
     server.stop();
 }
+
+/// Reads a server-sent event feed on its own thread: `(id, data)` pairs.
+fn follow(url: String, last_event_id: Option<&str>) -> std::sync::mpsc::Receiver<(i64, Value)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut request = ureq::get(&url);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = request.call().expect("feed opens");
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut id = None;
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse::<i64>().ok();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let value = serde_json::from_str(data).unwrap();
+                if tx.send((id.take().unwrap(), value)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn next(rx: &std::sync::mpsc::Receiver<(i64, Value)>) -> (i64, Value) {
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a live event within 10 s")
+}
+
+#[test]
+fn live_feed_pushes_each_stored_change_and_resumes_from_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = prepare(dir.path()).unwrap();
+    let writer = spawn_writer(&db, WriterConfig::default()).unwrap();
+    let send = |e: EventRecord| writer.sender().send(WriteOp::Event(e)).unwrap();
+    send(event("old", 1_000, Some(2_000), &[], 0.9));
+    let server = vigil_web_ui::start(
+        &ServerConfig {
+            listen: "127.0.0.1:0".into(),
+            workers: 2,
+        },
+        AppState {
+            cameras: Arc::new(OneCamera),
+            live: Arc::new(LiveFrames::default()),
+            reader: Arc::new(Reader::new(&db)),
+            storage_health: writer.stats.clone(),
+            hot: Arc::new(HotStore::open(dir.path(), 1 << 20).unwrap()),
+        },
+    )
+    .unwrap();
+    let base = format!("http://{}/api/v1", server.local_addr);
+    // Wait until "old" is committed, so "from now" means after it.
+    while get(&format!("{base}/events")).1["events"]
+        .as_array()
+        .is_none_or(|e| e.is_empty())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let feed = follow(format!("{base}/events/live"), None);
+    let lawn_only = follow(format!("{base}/events/live?zone=lawn"), None);
+    let opened = event("new", 5_000, None, &[], 0.7);
+    send(opened.clone());
+    let (open_id, open_data) = next(&feed);
+    assert_eq!(open_data["start_time"], "1970-01-01T00:00:05.000Z");
+    assert_eq!(open_data["end_time"], Value::Null);
+    assert_eq!(open_data["revision"], open_id);
+    let mut closed = opened;
+    closed.end_ms = Some(8_000);
+    closed.zones = vec!["lawn".into()];
+    send(closed);
+    let (close_id, close_data) = next(&feed);
+    assert!(close_id > open_id);
+    assert_eq!(close_data["end_time"], "1970-01-01T00:00:08.000Z");
+    // "old" predates the feed and never shows; the zone filter applies.
+    assert_eq!(next(&lawn_only).0, close_id);
+
+    // A client that saw only the opening resumes and gets the close; one
+    // that saw everything gets nothing more.
+    let resumed = follow(format!("{base}/events/live"), Some(&open_id.to_string()));
+    assert_eq!(next(&resumed).0, close_id);
+    let caught_up = follow(format!("{base}/events/live"), Some(&close_id.to_string()));
+    assert!(caught_up
+        .recv_timeout(std::time::Duration::from_millis(800))
+        .is_err());
+    // From revision 0: the whole history, oldest first.
+    let replay = follow(format!("{base}/events/live?after=0"), None);
+    assert_eq!(next(&replay).1["start_time"], "1970-01-01T00:00:01.000Z");
+
+    let bad = ureq::get(&format!("{base}/events/live"))
+        .header("Last-Event-ID", "yesterday")
+        .call();
+    assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");
+
+    // Open feeds end when the server stops rather than holding it up for
+    // the full shutdown timeout (5 s).
+    let stopping = std::time::Instant::now();
+    server.stop();
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(3));
+    writer.finish();
+}

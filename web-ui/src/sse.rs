@@ -1,0 +1,140 @@
+//! `GET /api/v1/events/live`: event changes pushed as server-sent events.
+//!
+//! The feed reads the same table and revision cursor as `GET /events`, so it
+//! carries exactly what is stored, in order, each change once. Every message
+//! has `id: <revision>`: a browser's `EventSource` reconnects by itself with
+//! `Last-Event-ID` and resumes where it stopped, losing nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use vigil_storage::EventQuery;
+
+use crate::api::{event_query, ApiError, ApiEvent, EventParams};
+use crate::AppState;
+
+/// New rows are committed in groups a quarter second apart: polling twice
+/// as often adds no latency worth having.
+const POLL: Duration = Duration::from_millis(250);
+/// A comment line now and then keeps proxies from closing an idle feed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const PAGE: usize = 200;
+
+/// Set when the server stops, so open feeds end instead of holding the
+/// shutdown up.
+#[derive(Default)]
+pub(crate) struct Closing(pub AtomicBool);
+
+struct Feed {
+    state: web::Data<AppState>,
+    closing: web::Data<Closing>,
+    query: EventQuery,
+    last_sent: Instant,
+    first: bool,
+}
+
+pub(crate) async fn live_events(
+    state: web::Data<AppState>,
+    closing: web::Data<Closing>,
+    params: web::Query<EventParams>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let mut query = event_query(params.into_inner())?;
+    let resume = request
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|r| *r >= 0)
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a revision".into()))
+        })
+        .transpose()?;
+    let start = match resume.or(query.after_revision) {
+        Some(r) => r,
+        // No cursor: from now on.
+        None => {
+            let reader = state.reader.clone();
+            web::block(move || reader.last_event_revision())
+                .await
+                .map_err(|e| ApiError::Storage(e.to_string()))?
+                .map_err(|e| ApiError::Storage(e.to_string()))?
+                .unwrap_or(0)
+        }
+    };
+    query.after_revision = Some(start);
+    query.limit = PAGE;
+    let feed = Feed {
+        state,
+        closing,
+        query,
+        last_sent: Instant::now(),
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let chunk = feed.next_chunk().await?;
+        Some((Ok::<_, actix_web::Error>(chunk), feed))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        // Reverse proxies must pass each message on at once.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+impl Feed {
+    /// The next bytes to send; `None` ends the feed.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if std::mem::take(&mut self.first) {
+            // Tell the browser how soon to reconnect, and open the stream at
+            // once so the client knows it is connected.
+            return Some(Bytes::from_static(b"retry: 2000\n: connected\n\n"));
+        }
+        loop {
+            if self.closing.0.load(Ordering::Relaxed) {
+                return None;
+            }
+            let reader = self.state.reader.clone();
+            let query = self.query.clone();
+            match web::block(move || reader.events(&query)).await {
+                Ok(Ok(rows)) if !rows.is_empty() => {
+                    self.query.after_revision = rows.last().map(|e| e.revision);
+                    self.last_sent = Instant::now();
+                    return Some(Bytes::from(messages(rows)));
+                }
+                Ok(Ok(_)) => {}
+                // Storage trouble: say so and keep trying; the cursor stays.
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "live event feed cannot read storage");
+                }
+                Err(e) => tracing::warn!(error = %e, "live event feed worker failed"),
+            }
+            if self.last_sent.elapsed() >= KEEP_ALIVE {
+                self.last_sent = Instant::now();
+                return Some(Bytes::from_static(b": keep-alive\n\n"));
+            }
+            actix_web::rt::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn messages(rows: Vec<vigil_storage::StoredEvent>) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let revision = row.revision;
+        let json = serde_json::to_string(&ApiEvent::from(row)).unwrap_or_default();
+        out.push_str(&format!("id: {revision}\nevent: event\ndata: {json}\n\n"));
+    }
+    out
+}
+
+/// What the server keeps to end the feeds when it stops.
+pub(crate) fn closing() -> Arc<Closing> {
+    Arc::new(Closing::default())
+}
