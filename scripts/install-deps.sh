@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Vigil needs on Debian 12:
-# ffmpeg's libraries and headers, clang for bindgen, Node.js (model fetch and
+# ffmpeg's libraries and headers (and its CLI: benchmark anchor and test
+# clips), clang for bindgen, Node.js (model fetch and
 # the JPEG reference decoder), Chromium (UI tests) and the Rust toolchain.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -9,7 +10,7 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
-          libswscale-dev procps ca-certificates curl)
+          libswscale-dev ffmpeg procps ca-certificates curl)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v chromium >/dev/null || packages+=(chromium)

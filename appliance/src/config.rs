@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use vigil_analytics::{CountLine, LabelFilter, Polygon, Scene, TrackerConfig, Zone};
-use vigil_ingest::SourceUrl;
+use vigil_ingest::{HwAccel, SourceUrl};
 
 /// A configuration the appliance cannot run with.
 #[derive(Debug)]
@@ -164,6 +164,10 @@ pub struct CameraSection {
     /// Frames per second analysed.
     #[serde(default = "default_detect_fps")]
     pub detect_fps: Spanned<f64>,
+    /// Where to decode: auto (CUDA, then VA-API, then software), cuda,
+    /// vaapi or none (software).
+    #[serde(default)]
+    pub hwaccel: HwAccel,
     /// Only these labels are stored, shown and tracked; empty means all.
     #[serde(default = "default_labels")]
     pub labels: Spanned<Vec<String>>,

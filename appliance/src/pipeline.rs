@@ -87,6 +87,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                 camera_id: id.clone(),
                 url,
                 detect_fps: *cam.detect_fps.get_ref(),
+                hwaccel: cam.hwaccel,
+                decode_threads: 0,
             },
             frame_tx.clone(),
             stop.clone(),

@@ -6,6 +6,7 @@ use ff::util::error::EAGAIN;
 use ff::{Dictionary, Rational, Rescale};
 use ffmpeg_next as ff;
 
+use crate::hwaccel::{self, DecoderKind, HwAccel};
 use crate::source::SourceUrl;
 use crate::IngestError;
 
@@ -13,6 +14,66 @@ use crate::IngestError;
 const MICROS: Rational = Rational(1, 1_000_000);
 /// Socket timeout for network sources, so a dead camera cannot block a read forever.
 const NETWORK_TIMEOUT_US: &str = "5000000";
+
+/// Opens a decoder for `params` on the hardware `decode` allows, falling
+/// back to software when the hardware decoder will not open.
+fn open_decoder(
+    params: &ff::codec::Parameters,
+    decode: DecodeOptions,
+    location: &str,
+) -> Result<(ff::decoder::Video, DecoderKind), ff::Error> {
+    let mut ctx = ff::codec::context::Context::from_parameters(params.clone())?;
+    let chosen = hwaccel::attach(&mut ctx, decode.hwaccel);
+    for why in &chosen.unavailable {
+        tracing::debug!(url = %location, "hardware decoding unavailable: {why}");
+    }
+    // Frame threading is what parallelises a typical one-slice camera
+    // stream (slice threading alone leaves it on one core); it costs one
+    // frame of latency per extra thread, nothing for analytics. A hardware
+    // decoder needs no CPU threads.
+    ctx.set_threading(ff::threading::Config {
+        kind: ff::threading::Type::Frame,
+        count: match chosen.kind {
+            DecoderKind::Software => decode.threads,
+            _ => 1,
+        },
+        ..Default::default()
+    });
+    let opened = match chosen.codec {
+        Some(codec) => ctx.decoder().open_as(codec).and_then(|d| d.video()),
+        None => ctx.decoder().video(),
+    };
+    match opened {
+        Ok(decoder) => Ok((decoder, chosen.kind)),
+        Err(e) if chosen.kind != DecoderKind::Software => {
+            tracing::warn!(url = %location, decoder = %chosen.kind, error = %e,
+                "hardware decoder would not open; decoding in software");
+            let software = DecodeOptions {
+                hwaccel: HwAccel::None,
+                ..decode
+            };
+            open_decoder(params, software, location)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    pub hwaccel: HwAccel,
+    /// Software decoding threads; 0 lets ffmpeg choose (one per core).
+    pub threads: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            hwaccel: HwAccel::Auto,
+            threads: 0,
+        }
+    }
+}
 
 pub struct VideoInput {
     url: String,
@@ -24,8 +85,12 @@ pub struct VideoInput {
     frame_duration_us: i64,
     last_pts_us: Option<i64>,
     frame: ff::frame::Video,
+    /// A device frame copied to host memory, for scaling.
+    host: ff::frame::Video,
     eof_sent: bool,
     scaler: Option<Scaler>,
+    decoder_kind: DecoderKind,
+    codec_name: String,
 }
 
 struct Scaler {
@@ -35,7 +100,20 @@ struct Scaler {
 }
 
 impl VideoInput {
+    /// Opens `url` for software decoding.
     pub fn open(url: &SourceUrl) -> Result<Self, IngestError> {
+        Self::open_with(
+            url,
+            DecodeOptions {
+                hwaccel: HwAccel::None,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Opens `url`, decoding on the first device `options.hwaccel` allows
+    /// that this machine and the codec support, else in software.
+    pub fn open_with(url: &SourceUrl, decode: DecodeOptions) -> Result<Self, IngestError> {
         let location = url.ffmpeg_location();
         let mut options = Dictionary::new();
         if url.is_network() {
@@ -63,25 +141,19 @@ impl VideoInput {
         } else {
             40_000
         };
-        let mut ctx =
-            ff::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| {
-                IngestError::Decode {
+        let codec_id = stream.parameters().id();
+        let codec_name = format!("{codec_id:?}").to_lowercase();
+        let (decoder, decoder_kind) = open_decoder(&stream.parameters(), decode, &location)
+            .map_err(|e| match e {
+                ff::Error::DecoderNotFound => IngestError::NoDecoder {
+                    url: location.clone(),
+                    codec: format!("{codec_id:?}"),
+                },
+                e => IngestError::Decode {
                     url: location.clone(),
                     source: e,
-                }
+                },
             })?;
-        // Slice threading keeps latency at one frame; two threads suit the edge box.
-        ctx.set_threading(ff::threading::Config {
-            kind: ff::threading::Type::Slice,
-            count: 2,
-            ..Default::default()
-        });
-        let codec_id = ctx.id();
-        let no_decoder = || IngestError::NoDecoder {
-            url: location.clone(),
-            codec: format!("{codec_id:?}"),
-        };
-        let decoder = ctx.decoder().video().map_err(|_| no_decoder())?;
         Ok(Self {
             url: location,
             input,
@@ -91,9 +163,22 @@ impl VideoInput {
             frame_duration_us,
             last_pts_us: None,
             frame: ff::frame::Video::empty(),
+            host: ff::frame::Video::empty(),
             eof_sent: false,
             scaler: None,
+            decoder_kind,
+            codec_name,
         })
+    }
+
+    /// Where frames are decoded.
+    pub fn decoder_kind(&self) -> DecoderKind {
+        self.decoder_kind
+    }
+
+    /// The stream's codec, e.g. `h264`.
+    pub fn codec_name(&self) -> &str {
+        &self.codec_name
     }
 
     pub fn frame_duration_us(&self) -> i64 {
@@ -155,7 +240,12 @@ impl VideoInput {
 
     /// The last decoded frame as packed RGB24: `(width, height, bytes)`.
     pub fn convert_to_rgb(&mut self) -> Result<(u32, u32, Vec<u8>), IngestError> {
-        let (w, h, fmt) = (self.frame.width(), self.frame.height(), self.frame.format());
+        let on_device = hwaccel::on_device(&self.frame);
+        if on_device {
+            hwaccel::download(&self.frame, &mut self.host).map_err(|e| self.decode_error(e))?;
+        }
+        let src = if on_device { &self.host } else { &self.frame };
+        let (w, h, fmt) = (src.width(), src.height(), src.format());
         let key = (fmt, w, h);
         if self.scaler.as_ref().is_none_or(|s| s.key != key) {
             let ctx =
@@ -170,7 +260,7 @@ impl VideoInput {
         let scaler = self.scaler.as_mut().expect("scaler set above");
         scaler
             .ctx
-            .run(&self.frame, &mut scaler.rgb)
+            .run(src, &mut scaler.rgb)
             .map_err(|e| IngestError::Decode {
                 url: self.url.clone(),
                 source: e,

@@ -3,6 +3,7 @@
 //! Knows nothing of models, storage or HTTP.
 
 mod decode;
+pub mod hwaccel;
 pub mod pacing;
 pub mod queue;
 pub mod source;
@@ -11,7 +12,8 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use decode::VideoInput;
+pub use decode::{DecodeOptions, VideoInput};
+pub use hwaccel::{DecoderKind, HwAccel};
 pub use queue::{frame_queue, FrameReceiver, FrameSender};
 pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl};
 pub use stats::{SourceState, SourceStats, StatsSnapshot};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::decode::VideoInput;
+use crate::decode::{DecodeOptions, VideoInput};
+use crate::hwaccel::{DecoderKind, HwAccel};
 use crate::pacing::{Pacer, Sampler};
 use crate::queue::FrameSender;
 use crate::stats::{SourceState, SourceStats};
@@ -97,6 +98,10 @@ pub struct SourceConfig {
     pub url: SourceUrl,
     /// Frames per second handed on for detection.
     pub detect_fps: f64,
+    /// Where to decode; software when the hardware is missing or fails.
+    pub hwaccel: HwAccel,
+    /// Software decoding threads; 0 lets ffmpeg choose.
+    pub decode_threads: usize,
 }
 
 /// A running source thread.
@@ -159,6 +164,9 @@ struct SourceRun {
     /// Stream time at which the next session starts, so time keeps rising
     /// across file loops and reconnects.
     session_base_us: i64,
+    /// Set when a hardware decoder failed: later sessions decode in
+    /// software, so a flaky GPU costs a reconnect, not the camera.
+    hardware_failed: bool,
 }
 
 impl SourceRun {
@@ -179,6 +187,7 @@ impl SourceRun {
             pacer,
             seq: 0,
             session_base_us: 0,
+            hardware_failed: false,
         }
     }
 
@@ -190,15 +199,37 @@ impl SourceRun {
         let mut backoff = BACKOFF_MIN;
         while !self.stopping() {
             self.stats.set_state(SourceState::Connecting);
-            let end = match VideoInput::open(&self.config.url) {
+            let hwaccel = if self.hardware_failed {
+                HwAccel::None
+            } else {
+                self.config.hwaccel
+            };
+            let mut decoder = DecoderKind::Software;
+            let options = DecodeOptions {
+                hwaccel,
+                threads: self.config.decode_threads,
+            };
+            let end = match VideoInput::open_with(&self.config.url, options) {
                 Ok(input) => {
-                    tracing::info!(url = %self.config.url.ffmpeg_location(), "source opened");
+                    decoder = input.decoder_kind();
+                    tracing::info!(
+                        url = %self.config.url.ffmpeg_location(),
+                        codec = input.codec_name(),
+                        %decoder,
+                        "source opened"
+                    );
+                    self.stats
+                        .set_decoder(format!("{} ({decoder})", input.codec_name()));
                     backoff = BACKOFF_MIN;
                     self.stats.set_state(SourceState::Streaming);
                     self.session(input)
                 }
                 Err(e) => SessionEnd::Failed(e),
             };
+            if matches!(end, SessionEnd::Failed(_)) && decoder != DecoderKind::Software {
+                tracing::warn!(%decoder, "hardware decoding failed; this camera decodes in software from now on");
+                self.hardware_failed = true;
+            }
             match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::EndOfStream => match self.config.url {

@@ -36,6 +36,8 @@ pub struct SourceStats {
     pub frames_dropped: AtomicU64,
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The codec and where it decodes, e.g. `h264 (cuda)`.
+    decoder: Mutex<Option<String>>,
 }
 
 /// A copy of the counters at one moment.
@@ -47,6 +49,7 @@ pub struct StatsSnapshot {
     pub frames_dropped: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    pub decoder: Option<String>,
 }
 
 impl SourceStats {
@@ -58,6 +61,10 @@ impl SourceStats {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
     }
 
+    pub fn set_decoder(&self, d: String) {
+        *self.decoder.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             state: SourceState::from_u8(self.state.load(Ordering::Relaxed)),
@@ -67,6 +74,11 @@ impl SourceStats {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             last_error: self
                 .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            decoder: self
+                .decoder
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_ingest::{frame_queue, spawn_source, Frame, SourceConfig, SourceState, SourceUrl};
+use vigil_ingest::{
+    frame_queue, spawn_source, Frame, HwAccel, SourceConfig, SourceState, SourceUrl,
+};
 
 fn assets() -> PathBuf {
     std::env::var_os("VIGIL_TEST_ASSETS")
@@ -19,6 +21,10 @@ fn config(url: &str, fps: f64) -> SourceConfig {
         camera_id: "cam".into(),
         url: SourceUrl::parse(url).unwrap(),
         detect_fps: fps,
+        // Whatever this machine has: CI has no GPU, so this is software
+        // there, and the same tests exercise NVDEC where a GPU is present.
+        hwaccel: HwAccel::Auto,
+        decode_threads: 0,
     }
 }
 
