@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Vigil needs on Debian 12:
 # ffmpeg's libraries and headers (and its CLI: benchmark anchor and test
-# clips), clang for bindgen, Node.js (model fetch and
+# clips), GStreamer's RTSP server with Python bindings (a real camera peer in
+# the tests), clang for bindgen, Node.js (model fetch and
 # the JPEG reference decoder), Chromium (UI tests) and the Rust toolchain.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -10,7 +11,9 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
-          libswscale-dev ffmpeg procps ca-certificates curl)
+          libswscale-dev ffmpeg procps ca-certificates curl
+          python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+          gstreamer1.0-plugins-bad)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v chromium >/dev/null || packages+=(chromium)

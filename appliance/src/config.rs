@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use vigil_analytics::{CountLine, LabelFilter, Polygon, Scene, TrackerConfig, Zone};
+use vigil_inference::Precision;
 use vigil_ingest::{HwAccel, SourceUrl};
 
 /// A configuration the appliance cannot run with.
@@ -129,6 +130,16 @@ pub struct DetectorSection {
     /// How long a partial batch waits for more frames.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// `cpu`, `cuda` or `cuda:N` (needs a build with `--features cuda`).
+    #[serde(default = "default_device")]
+    pub device: Spanned<String>,
+    /// f32, f16 or bf16 (reduced precisions pay off on GPUs).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+fn default_device() -> Spanned<String> {
+    Spanned::new(0..0, "cpu".to_string())
 }
 
 impl Default for DetectorSection {
@@ -138,6 +149,8 @@ impl Default for DetectorSection {
             min_score: default_min_score(),
             max_batch: default_max_batch(),
             max_wait_ms: default_max_wait_ms(),
+            device: default_device(),
+            precision: Precision::default(),
         }
     }
 }
@@ -314,6 +327,19 @@ impl Config {
                 batch.span(),
                 "detector.max_batch".into(),
                 format!("must be 1..={MAX_BATCH}"),
+            ));
+        }
+        let device = &self.detector.device;
+        let d = device.get_ref();
+        let known_device = d == "cpu"
+            || d == "cuda"
+            || d.strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        if !known_device {
+            return Err(fail(
+                device.span(),
+                "detector.device".into(),
+                format!("{d:?}: use \"cpu\", \"cuda\" or \"cuda:N\""),
             ));
         }
         let storage = &self.storage;
@@ -493,6 +519,14 @@ labels = ["person", "car"]
             (e.line, e.field.as_deref()),
             (Some(7), Some("storage.max_database_mb"))
         );
+
+        let e = err(&format!("{GOOD}\n[detector]\ndevice = \"gpu\"\n"));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(15), Some("detector.device"))
+        );
+        let e = err(&format!("{GOOD}\n[detector]\nprecision = \"int4\"\n"));
+        assert_eq!(e.line, Some(15), "{e}");
 
         let e = err(&GOOD.replace("127.0.0.1:9000", "localhost"));
         assert_eq!(

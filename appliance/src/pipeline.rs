@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_analytics::CameraAnalytics;
 use vigil_inference::ModelRegistry;
+use vigil_ingest::source::redact_credentials;
 use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats, SourceUrl};
 use vigil_storage::{spawn_writer, CameraRecord, HotStore, Reader, WriteOp, WriterConfig};
 use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
@@ -51,9 +52,16 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         );
     }
 
-    let device = candle_core::Device::Cpu;
+    let device = vigil_inference::select_device(config.detector.device.get_ref())?;
+    if device.is_cpu() && config.detector.precision != vigil_inference::Precision::F32 {
+        // Our fused CPU kernels are f32; half precision falls back to slow generic ones.
+        tracing::warn!(
+            precision = ?config.detector.precision,
+            "reduced precision on the CPU is slower than f32; use it with device = \"cuda\""
+        );
+    }
     let mut detector = ModelRegistry::from_env()
-        .load(&config.detector.model, &device)
+        .load_as(&config.detector.model, &device, config.detector.precision)
         .context("loading the detection model (run `make models` to fetch the default one)")?;
 
     let hot = Arc::new(HotStore::open(
@@ -97,13 +105,13 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             .sender()
             .send(WriteOp::Camera(CameraRecord {
                 id: id.clone(),
-                source: redact(cam.url.get_ref()),
+                source: redact_credentials(cam.url.get_ref()),
                 seen_ms: now_ms,
             }))
             .ok();
         directory.push(DirectoryEntry {
             id: id.clone(),
-            source: redact(cam.url.get_ref()),
+            source: redact_credentials(cam.url.get_ref()),
             detect_fps: *cam.detect_fps.get_ref(),
             stats: handle.stats.clone(),
         });
@@ -197,30 +205,5 @@ impl CameraDirectory for Directory {
                 ingest: serde_json::to_value(e.stats.snapshot()).unwrap_or_default(),
             })
             .collect()
-    }
-}
-
-/// Hides `user:password@` in a URL before it is shown anywhere.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn credentials_never_leave_the_box() {
-        assert_eq!(
-            redact("rtsp://admin:secret@10.0.0.2/s1"),
-            "rtsp://***@10.0.0.2/s1"
-        );
-        assert_eq!(redact("rtsp://10.0.0.2/s1"), "rtsp://10.0.0.2/s1");
-        assert_eq!(redact("/data/a@b.mp4"), "/data/a@b.mp4");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::labels::coco91_label;
@@ -10,7 +10,7 @@ use crate::models::ssdlite::SsdLite;
 use crate::models::Weights;
 use crate::postprocess::{decode_ssd_box, non_max_suppression, Candidate};
 use crate::preprocess::resize_bilinear_planar;
-use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError};
+use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError, Precision};
 
 /// When a detection is reported.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +43,8 @@ pub struct SsdLiteDetector {
     pixel_scale: f32,
     pixel_offset: f32,
     device: Device,
+    /// The model's weights and activations.
+    dtype: DType,
     pub thresholds: Thresholds,
 }
 
@@ -52,8 +54,21 @@ impl SsdLiteDetector {
         Self::from_weights(&Weights::load(path, device)?, name, device)
     }
 
+    /// Loads in `precision` (weights converted once, at load).
+    pub fn load_as(
+        path: &Path,
+        name: &str,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, InferenceError> {
+        let w = Weights::load(path, device)?.to_dtype(precision.dtype())?;
+        Self::from_weights(&w, name, device)
+    }
+
+    /// Builds the detector; it computes in the dtype of the weights.
     pub fn from_weights(w: &Weights, name: &str, device: &Device) -> Result<Self, InferenceError> {
         let model = SsdLite::load(w)?;
+        let dtype = w.get("anchors")?.dtype();
         let anchors: Vec<[f32; 4]> = w
             .get_vec("anchors")?
             .chunks_exact(4)
@@ -70,6 +85,7 @@ impl SsdLiteDetector {
             pixel_scale: input[1],
             pixel_offset: input[2],
             device: device.clone(),
+            dtype,
             thresholds: Thresholds::default(),
         })
     }
@@ -168,10 +184,16 @@ impl Detector for SsdLiteDetector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let input = self.preprocess(images)?;
+        let input = self.preprocess(images)?.to_dtype(self.dtype)?;
         let (codes, logits) = self.model.forward(&input)?;
-        let codes = codes.flatten_all()?.to_vec1::<f32>()?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let codes = codes
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        let logits = logits
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
         let per_codes = codes.len() / images.len();
         let per_logits = logits.len() / images.len();
         Ok(images

@@ -6,6 +6,7 @@
 
 pub mod convert;
 pub mod detector;
+pub mod device;
 pub mod labels;
 pub mod models;
 pub mod ops;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use detector::SsdLiteDetector;
+pub use device::{select_device, Precision};
 pub use registry::{ModelRegistry, DEFAULT_MODEL};
 
 /// Errors from loading or running a model.
@@ -43,6 +45,8 @@ pub enum InferenceError {
     },
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("device {spec:?}: {reason}")]
+    Device { spec: String, reason: String },
 }
 
 /// A packed RGB24 image borrowed from its owner (a decoded frame, a photo).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use crate::models::Weights;
-use crate::{Detector, InferenceError, SsdLiteDetector};
+use crate::{Detector, InferenceError, Precision, SsdLiteDetector};
 
 /// The model Vigil runs when none is named.
 pub const DEFAULT_MODEL: &str = "ssdlite_mobilenet_v2_coco";
@@ -67,13 +67,23 @@ impl ModelRegistry {
 
     /// Finds `name` and builds the detector its tensors describe.
     pub fn load(&self, name: &str, device: &Device) -> Result<Box<dyn Detector>, InferenceError> {
+        self.load_as(name, device, Precision::F32)
+    }
+
+    /// Loads `name` onto `device` in `precision`.
+    pub fn load_as(
+        &self,
+        name: &str,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Box<dyn Detector>, InferenceError> {
         let path = self.find(name)?;
-        let weights = Weights::load(&path, device)?;
+        let weights = Weights::load(&path, device)?.to_dtype(precision.dtype())?;
         let short = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.to_string());
-        tracing::info!(model = %short, path = %path.display(), "loading model");
+        tracing::info!(model = %short, path = %path.display(), ?precision, "loading model");
         Ok(Box::new(SsdLiteDetector::from_weights(
             &weights, &short, device,
         )?))

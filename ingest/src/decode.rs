@@ -6,26 +6,35 @@ use ff::util::error::EAGAIN;
 use ff::{Dictionary, Rational, Rescale};
 use ffmpeg_next as ff;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::hwaccel::{self, DecoderKind, HwAccel};
 use crate::source::SourceUrl;
+use crate::watchdog::{open_input, Watchdog};
 use crate::IngestError;
 
 /// Microseconds, the unit of every timestamp we hand on.
 const MICROS: Rational = Rational(1, 1_000_000);
 /// Socket timeout for network sources, so a dead camera cannot block a read forever.
 const NETWORK_TIMEOUT_US: &str = "5000000";
+/// A network source that delivers no packet for this long is reconnected,
+/// whatever the protocol (a server can keep a connection alive and send
+/// nothing).
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// Opens a decoder for `params` on the hardware `decode` allows, falling
 /// back to software when the hardware decoder will not open.
 fn open_decoder(
     params: &ff::codec::Parameters,
     decode: DecodeOptions,
-    location: &str,
+    shown: &str,
 ) -> Result<(ff::decoder::Video, DecoderKind), ff::Error> {
     let mut ctx = ff::codec::context::Context::from_parameters(params.clone())?;
     let chosen = hwaccel::attach(&mut ctx, decode.hwaccel);
     for why in &chosen.unavailable {
-        tracing::debug!(url = %location, "hardware decoding unavailable: {why}");
+        tracing::debug!(url = %shown, "hardware decoding unavailable: {why}");
     }
     // Frame threading is what parallelises a typical one-slice camera
     // stream (slice threading alone leaves it on one core); it costs one
@@ -46,13 +55,13 @@ fn open_decoder(
     match opened {
         Ok(decoder) => Ok((decoder, chosen.kind)),
         Err(e) if chosen.kind != DecoderKind::Software => {
-            tracing::warn!(url = %location, decoder = %chosen.kind, error = %e,
+            tracing::warn!(url = %shown, decoder = %chosen.kind, error = %e,
                 "hardware decoder would not open; decoding in software");
             let software = DecodeOptions {
                 hwaccel: HwAccel::None,
                 ..decode
             };
-            open_decoder(params, software, location)
+            open_decoder(params, software, shown)
         }
         Err(e) => Err(e),
     }
@@ -91,6 +100,8 @@ pub struct VideoInput {
     scaler: Option<Scaler>,
     decoder_kind: DecoderKind,
     codec_name: String,
+    /// Declared last: it must outlive `input`, whose callback points at it.
+    watchdog: Arc<Watchdog>,
 }
 
 struct Scaler {
@@ -114,25 +125,45 @@ impl VideoInput {
     /// Opens `url`, decoding on the first device `options.hwaccel` allows
     /// that this machine and the codec support, else in software.
     pub fn open_with(url: &SourceUrl, decode: DecodeOptions) -> Result<Self, IngestError> {
-        let location = url.ffmpeg_location();
+        Self::open_watched(url, decode, None)
+    }
+
+    /// Like [`Self::open_with`]; setting `stop` interrupts any blocking
+    /// read at once, and a network source that sends nothing for
+    /// [`STALL_AFTER`] fails with [`IngestError::Stalled`].
+    pub fn open_watched(
+        url: &SourceUrl,
+        decode: DecodeOptions,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Self, IngestError> {
+        let stall_after = url.is_network().then_some(STALL_AFTER);
+        let watchdog = Watchdog::new(stall_after, stop);
+        // `location` (credentials included) goes to ffmpeg only; `shown`
+        // is what errors and logs carry.
+        let (location, shown) = (url.ffmpeg_location(), url.shown());
         let mut options = Dictionary::new();
         if url.is_network() {
             options.set("rtsp_transport", "tcp");
             options.set("timeout", NETWORK_TIMEOUT_US);
             options.set("rw_timeout", NETWORK_TIMEOUT_US);
         }
-        let input = ff::format::input_with_dictionary(&location, options).map_err(|e| {
-            IngestError::Open {
-                url: location.clone(),
-                source: e,
+        let input = open_input(&location, options, &watchdog).map_err(|e| {
+            if watchdog.stalled() {
+                IngestError::Stalled {
+                    url: shown.clone(),
+                    seconds: STALL_AFTER.as_secs(),
+                }
+            } else {
+                IngestError::Open {
+                    url: shown.clone(),
+                    source: e,
+                }
             }
         })?;
         let stream = input
             .streams()
             .best(ff::media::Type::Video)
-            .ok_or_else(|| IngestError::NoVideo {
-                url: location.clone(),
-            })?;
+            .ok_or_else(|| IngestError::NoVideo { url: shown.clone() })?;
         let stream_index = stream.index();
         let time_base = stream.time_base();
         let rate = stream.avg_frame_rate();
@@ -143,19 +174,19 @@ impl VideoInput {
         };
         let codec_id = stream.parameters().id();
         let codec_name = format!("{codec_id:?}").to_lowercase();
-        let (decoder, decoder_kind) = open_decoder(&stream.parameters(), decode, &location)
-            .map_err(|e| match e {
+        let (decoder, decoder_kind) =
+            open_decoder(&stream.parameters(), decode, &shown).map_err(|e| match e {
                 ff::Error::DecoderNotFound => IngestError::NoDecoder {
-                    url: location.clone(),
+                    url: shown.clone(),
                     codec: format!("{codec_id:?}"),
                 },
                 e => IngestError::Decode {
-                    url: location.clone(),
+                    url: shown.clone(),
                     source: e,
                 },
             })?;
         Ok(Self {
-            url: location,
+            url: shown,
             input,
             decoder,
             stream_index,
@@ -168,6 +199,7 @@ impl VideoInput {
             scaler: None,
             decoder_kind,
             codec_name,
+            watchdog,
         })
     }
 
@@ -199,7 +231,11 @@ impl VideoInput {
                 return Ok(None);
             }
             let mut packet = ff::Packet::empty();
-            match packet.read(&mut self.input) {
+            let read = packet.read(&mut self.input);
+            if read.is_ok() {
+                self.watchdog.touch();
+            }
+            match read {
                 Ok(()) if packet.stream() == self.stream_index => {
                     match self.decoder.send_packet(&packet) {
                         Ok(()) => {}
@@ -221,6 +257,12 @@ impl VideoInput {
     }
 
     fn decode_error(&self, e: ff::Error) -> IngestError {
+        if self.watchdog.stalled() {
+            return IngestError::Stalled {
+                url: self.url.clone(),
+                seconds: STALL_AFTER.as_secs(),
+            };
+        }
         IngestError::Decode {
             url: self.url.clone(),
             source: e,

@@ -8,6 +8,7 @@ pub mod pacing;
 pub mod queue;
 pub mod source;
 pub mod stats;
+mod watchdog;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -37,6 +38,8 @@ pub enum IngestError {
         #[source]
         source: ffmpeg_next::Error,
     },
+    #[error("{url}: no data for {seconds} s; reconnecting")]
+    Stalled { url: String, seconds: u64 },
     #[error("invalid source url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
 }
@@ -85,8 +88,6 @@ pub fn decode_still(path: &std::path::Path) -> Result<(u32, u32, Vec<u8>), Inges
     let mut input = decode::VideoInput::open(&url)?;
     match input.next_frame()? {
         Some(_) => input.convert_to_rgb(),
-        None => Err(IngestError::NoVideo {
-            url: url.ffmpeg_location(),
-        }),
+        None => Err(IngestError::NoVideo { url: url.shown() }),
     }
 }

@@ -14,8 +14,11 @@ use crate::queue::FrameSender;
 use crate::stats::{SourceState, SourceStats};
 use crate::{Frame, IngestError};
 
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reconnect delays double from the minimum up to the maximum. The cap is
+/// low on purpose: a camera that comes back must be picked up within
+/// seconds, and a connect attempt costs next to nothing.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Where frames come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +85,39 @@ impl SourceUrl {
         matches!(self, Self::Network(_))
     }
 
-    /// What ffmpeg opens.
+    /// The source as logs, errors and the API may show it: without
+    /// `user:password@`.
+    pub fn shown(&self) -> String {
+        redact_credentials(&self.ffmpeg_location())
+    }
+
+    /// What ffmpeg opens (with credentials: never log it).
     pub fn ffmpeg_location(&self) -> String {
         match self {
             Self::File { path, .. } => path.display().to_string(),
             Self::Network(url) => url.clone(),
         }
+    }
+}
+
+/// `d` give or take 20 %, so cameras that failed together (a switch
+/// rebooting) do not all reconnect in the same instant.
+fn jittered(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    // The sub-second clock differs per call and per thread: noise enough.
+    let unit = (nanos.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
+    d.mul_f64(0.8 + 0.4 * unit)
+}
+
+/// Hides `user:password@` in a URL before it is shown anywhere.
+pub fn redact_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -209,11 +239,15 @@ impl SourceRun {
                 hwaccel,
                 threads: self.config.decode_threads,
             };
-            let end = match VideoInput::open_with(&self.config.url, options) {
+            let end = match VideoInput::open_watched(
+                &self.config.url,
+                options,
+                Some(self.stop.clone()),
+            ) {
                 Ok(input) => {
                     decoder = input.decoder_kind();
                     tracing::info!(
-                        url = %self.config.url.ffmpeg_location(),
+                        url = %self.config.url.shown(),
                         codec = input.codec_name(),
                         %decoder,
                         "source opened"
@@ -249,7 +283,7 @@ impl SourceRun {
                 }
             }
             self.stats.set_state(SourceState::Retrying);
-            self.sleep(backoff);
+            self.sleep(jittered(backoff));
             backoff = (backoff * 2).min(BACKOFF_MAX);
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -321,6 +355,30 @@ impl SourceRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_delays_are_jittered_and_capped_so_a_camera_returns_within_5_s() {
+        for _ in 0..100 {
+            let d = jittered(BACKOFF_MAX);
+            assert!(d >= BACKOFF_MAX.mul_f64(0.8) && d <= BACKOFF_MAX.mul_f64(1.2));
+            assert!(d < Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn credentials_never_leave_the_box() {
+        assert_eq!(
+            redact_credentials("rtsp://admin:secret@10.0.0.2/s1"),
+            "rtsp://***@10.0.0.2/s1"
+        );
+        assert_eq!(
+            redact_credentials("rtsp://10.0.0.2/s1"),
+            "rtsp://10.0.0.2/s1"
+        );
+        assert_eq!(redact_credentials("/data/a@b.mp4"), "/data/a@b.mp4");
+        let url = SourceUrl::parse("rtsp://admin:secret@10.0.0.2/s1").unwrap();
+        assert!(!url.shown().contains("secret"));
+    }
 
     #[test]
     fn parses_the_source_kinds() {

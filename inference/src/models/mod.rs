@@ -37,6 +37,26 @@ impl Weights {
         })
     }
 
+    /// The same weights with every floating-point tensor in `dtype`.
+    pub fn to_dtype(&self, dtype: candle_core::DType) -> Result<Self, InferenceError> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                let t = if t.dtype().is_float() {
+                    t.to_dtype(dtype)?
+                } else {
+                    t.clone()
+                };
+                Ok((k.clone(), t))
+            })
+            .collect::<Result<_, candle_core::Error>>()?;
+        Ok(Self {
+            tensors,
+            source: self.source.clone(),
+        })
+    }
+
     pub fn from_map(tensors: HashMap<String, Tensor>, source: PathBuf) -> Self {
         Self { tensors, source }
     }

@@ -1,0 +1,256 @@
+//! Real network peers: a GStreamer RTSP server serving the shared street
+//! clip (transcoded to H.264 and H.265 here), killed and restarted; a port
+//! with nothing listening; a server that accepts and never answers. Every
+//! camera gets its own error state, the others keep running, and a camera
+//! comes back within 5 s of its server returning.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_ingest::{
+    frame_queue, spawn_source, FrameReceiver, HwAccel, SourceConfig, SourceHandle, SourceState,
+    SourceUrl,
+};
+
+fn assets() -> PathBuf {
+    std::env::var_os("VIGIL_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
+}
+
+/// 20 s of the street clip in `codec`, keyframe every 0.5 s, made with the
+/// ffmpeg CLI (installed by `make test`).
+fn transcode(dir: &Path, codec: &str) -> PathBuf {
+    let out = dir.join(format!("street_{codec}.mp4"));
+    let encoder = if codec == "h264" {
+        "libx264"
+    } else {
+        "libx265"
+    };
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-t", "20", "-i"])
+        .arg(assets().join("video/vtest.avi"))
+        .args([
+            "-c:v",
+            encoder,
+            "-preset",
+            "ultrafast",
+            "-g",
+            "5",
+            "-bf",
+            "0",
+        ])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&out)
+        .status()
+        .expect("the ffmpeg CLI (make test installs it)");
+    assert!(status.success(), "transcoding to {codec}");
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running GStreamer RTSP server; killed on drop.
+struct RtspServer(Child);
+
+impl RtspServer {
+    fn start(port: u16, clip: &Path, codec: &str) -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(clip)
+            .arg(codec)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with GStreamer's RTSP server (make test installs them)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "RTSP server did not start");
+        Self(child)
+    }
+
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn source(
+    id: &str,
+    url: &str,
+    stop: &Arc<AtomicBool>,
+    queue: &vigil_ingest::FrameSender,
+) -> SourceHandle {
+    spawn_source(
+        SourceConfig {
+            camera_id: id.into(),
+            url: SourceUrl::parse(url).unwrap(),
+            detect_fps: 5.0,
+            hwaccel: HwAccel::Auto,
+            decode_threads: 1,
+        },
+        queue.clone(),
+        stop.clone(),
+    )
+    .unwrap()
+}
+
+/// Waits up to `limit` for a frame of `camera`; returns when it came.
+fn next_frame_of(rx: &FrameReceiver, camera: &str, limit: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    while let Ok(f) = rx.recv_deadline(deadline) {
+        if &*f.camera_id == camera {
+            return Some(Instant::now());
+        }
+    }
+    None
+}
+
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn rtsp_cameras_recover_from_a_server_restart_while_broken_peers_fail_alone() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let h264 = transcode(dir.path(), "h264");
+    let h265 = transcode(dir.path(), "h265");
+    let (port264, port265) = (free_port(), free_port());
+    let server264 = RtspServer::start(port264, &h264, "h264");
+    let _server265 = RtspServer::start(port265, &h265, "h265");
+    // A port nobody listens on, and a server that accepts and says nothing.
+    let refused = free_port();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in silent.incoming().flatten() {
+            keep.lock().unwrap().push(conn); // accepted, never answered
+        }
+    });
+
+    let (tx, rx) = frame_queue(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cams = [
+        source(
+            "h264",
+            &format!("rtsp://user:secret@127.0.0.1:{port264}/cam"),
+            &stop,
+            &tx,
+        ),
+        source(
+            "h265",
+            &format!("rtsp://127.0.0.1:{port265}/cam"),
+            &stop,
+            &tx,
+        ),
+        source(
+            "refused",
+            &format!("rtsp://127.0.0.1:{refused}/cam"),
+            &stop,
+            &tx,
+        ),
+        source(
+            "silent",
+            &format!("rtsp://127.0.0.1:{silent_port}/cam"),
+            &stop,
+            &tx,
+        ),
+    ];
+    drop(tx);
+    let stats = |i: usize| cams[i].stats.snapshot();
+
+    // Both codecs stream.
+    assert!(next_frame_of(&rx, "h264", Duration::from_secs(15)).is_some());
+    assert!(next_frame_of(&rx, "h265", Duration::from_secs(15)).is_some());
+    assert!(
+        stats(0).decoder.unwrap().starts_with("h264 ("),
+        "{:?}",
+        stats(0)
+    );
+    assert!(
+        stats(1).decoder.unwrap().starts_with("hevc ("),
+        "{:?}",
+        stats(1)
+    );
+
+    // The broken peers each show their own error, with no crash.
+    assert!(wait_for(Duration::from_secs(10), || stats(2)
+        .last_error
+        .is_some()));
+    let refused_error = stats(2).last_error.unwrap();
+    assert!(refused_error.contains("refused"), "{refused_error}");
+    assert!(wait_for(Duration::from_secs(20), || stats(3)
+        .last_error
+        .is_some()));
+    eprintln!("silent server: {}", stats(3).last_error.unwrap());
+    assert_ne!(stats(3).state, SourceState::Streaming);
+
+    // Kill the H.264 server: that camera fails and retries...
+    server264.kill();
+    assert!(wait_for(Duration::from_secs(15), || stats(0).state
+        != SourceState::Streaming));
+    let error = stats(0).last_error.unwrap();
+    assert!(
+        !error.contains("secret"),
+        "credentials leaked into the error: {error}"
+    );
+    // ...while H.265 keeps streaming.
+    assert!(next_frame_of(&rx, "h265", Duration::from_secs(5)).is_some());
+
+    // Restart it: frames flow again within 5 s of the server being back.
+    std::thread::sleep(Duration::from_secs(3)); // let the backoff grow
+    let _server264 = RtspServer::start(port264, &h264, "h264");
+    let back = Instant::now();
+    let frame_at = next_frame_of(&rx, "h264", Duration::from_secs(15)).expect("camera is back");
+    let took = frame_at - back;
+    eprintln!("h264 camera back {took:?} after its server");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(stats(0).reconnects >= 1);
+
+    // Stopping interrupts every source, even one blocked on a silent peer.
+    let stopping = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
+    for c in cams {
+        c.join();
+    }
+    drain.join().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
+    drop(held);
+}

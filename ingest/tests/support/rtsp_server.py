@@ -1,0 +1,32 @@
+#!/usr/bin/python3
+"""Serves a video file over RTSP with GStreamer's RTSP server, paced at real
+time, until killed. Used by the ingest tests as a real camera peer.
+
+usage: rtsp_server.py PORT FILE.mp4 h264|h265     (stream at /cam)
+Prints "ready" once it listens.
+"""
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+Gst.init(None)
+port, clip, codec = sys.argv[1], sys.argv[2], sys.argv[3]
+parse, pay = {"h264": ("h264parse", "rtph264pay"), "h265": ("h265parse", "rtph265pay")}[codec]
+
+factory = GstRtspServer.RTSPMediaFactory()
+factory.set_launch(
+    f"( filesrc location={clip} ! qtdemux ! {parse} config-interval=-1 ! {pay} name=pay0 pt=96 )"
+)
+# One pipeline for every client, like a camera.
+factory.set_shared(True)
+server = GstRtspServer.RTSPServer()
+server.set_service(port)
+server.get_mount_points().add_factory("/cam", factory)
+if server.attach(None) == 0:
+    sys.exit(f"cannot listen on port {port}")
+print("ready", flush=True)
+GLib.MainLoop().run()
