@@ -54,7 +54,7 @@ impl Analyser {
     pub fn run(mut self, frames: FrameReceiver) {
         let mut report = Reporter::new();
         let mut snapshots = SnapshotKeys::default();
-        while let Some(batch) = next_batch(&frames, self.policy) {
+        while let Some(batch) = frames.next_batch(self.policy.max_batch, self.policy.max_wait) {
             self.analyse(batch, &mut snapshots);
             report.maybe_log(&self.stats);
         }
@@ -306,21 +306,6 @@ impl SnapshotKeys {
     }
 }
 
-/// Waits for one frame, then up to `max_wait` for more, up to `max_batch`.
-/// `None` once the queue is closed and empty.
-fn next_batch(frames: &FrameReceiver, policy: BatchPolicy) -> Option<Vec<Frame>> {
-    let first = frames.recv().ok()?;
-    let deadline = Instant::now() + policy.max_wait;
-    let mut batch = vec![first];
-    while batch.len() < policy.max_batch {
-        match frames.recv_deadline(deadline) {
-            Ok(f) => batch.push(f),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
-}
-
 struct Reporter {
     since: Instant,
     frames: u64,
@@ -354,41 +339,5 @@ impl Reporter {
             frames,
             inference_us: us,
         };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::SystemTime;
-    use vigil_ingest::frame_queue;
-
-    fn frame(seq: u64) -> Frame {
-        Frame {
-            camera_id: "c".into(),
-            seq,
-            pts_us: 0,
-            wall_time: SystemTime::now(),
-            width: 1,
-            height: 1,
-            rgb: vec![0; 3],
-        }
-    }
-
-    #[test]
-    fn batches_fill_up_to_the_limit_then_drain_and_end() {
-        let (tx, rx) = frame_queue(16);
-        for i in 0..5 {
-            tx.send(frame(i));
-        }
-        drop(tx);
-        let policy = BatchPolicy {
-            max_batch: 2,
-            max_wait: Duration::from_millis(1),
-        };
-        let sizes: Vec<usize> = std::iter::from_fn(|| next_batch(&rx, policy))
-            .map(|b| b.len())
-            .collect();
-        assert_eq!(sizes, vec![2, 2, 1]);
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use vigil_analytics::{CountLine, LabelFilter, Polygon, Scene, TrackerConfig, Zone};
 use vigil_inference::Precision;
-use vigil_ingest::{HwAccel, SourceUrl};
+use vigil_ingest::{HwAccel, IngestError, SourceUrl, Transport};
 
 /// A configuration the appliance cannot run with.
 #[derive(Debug)]
@@ -181,6 +181,19 @@ pub struct CameraSection {
     /// vaapi or none (software).
     #[serde(default)]
     pub hwaccel: HwAccel,
+    /// Frames wider than this are scaled down before analysis (aspect
+    /// kept); also the size of snapshots and the live view.
+    #[serde(default = "default_max_width")]
+    pub max_width: Spanned<u32>,
+    /// RTSP transport: tcp (default) or udp.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Credentials kept out of the URL (so the URL can be shown); any
+    /// characters. Never logged.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
     /// Only these labels are stored, shown and tracked; empty means all.
     #[serde(default = "default_labels")]
     pub labels: Spanned<Vec<String>>,
@@ -200,6 +213,24 @@ pub struct CameraSection {
     pub lines: Spanned<Vec<CountLine>>,
     #[serde(default = "unspanned")]
     pub tracker: Spanned<TrackerSection>,
+}
+
+fn default_max_width() -> Spanned<u32> {
+    Spanned::new(0..0, 1280)
+}
+
+impl CameraSection {
+    /// The source to open: the URL with the transport and any credentials
+    /// from the config applied.
+    pub fn source_url(&self) -> Result<SourceUrl, IngestError> {
+        let url = SourceUrl::parse(self.url.get_ref())?.with_transport(self.transport);
+        match (&self.username, &self.password) {
+            (None, None) => Ok(url),
+            (user, pass) => {
+                url.with_credentials(user.as_deref().unwrap_or(""), pass.as_deref().unwrap_or(""))
+            }
+        }
+    }
 }
 
 /// Tracking settings in the units people think in; turned into frames with
@@ -384,7 +415,14 @@ impl Config {
                     format!("{id:?} is used twice"),
                 ));
             }
-            if let Err(e) = SourceUrl::parse(cam.url.get_ref()) {
+            if !(160..=7680).contains(cam.max_width.get_ref()) {
+                return Err(fail(
+                    cam.max_width.span(),
+                    field("max_width"),
+                    "must be between 160 and 7680 pixels".into(),
+                ));
+            }
+            if let Err(e) = cam.source_url() {
                 return Err(fail(cam.url.span(), field("url"), e.to_string()));
             }
             let fps = *cam.detect_fps.get_ref();

@@ -12,7 +12,7 @@ use anyhow::Context;
 use vigil_analytics::CameraAnalytics;
 use vigil_inference::ModelRegistry;
 use vigil_ingest::source::redact_credentials;
-use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats, SourceUrl};
+use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats};
 use vigil_storage::{spawn_writer, CameraRecord, HotStore, Reader, WriteOp, WriterConfig};
 use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
 
@@ -80,8 +80,10 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         .map_or(0, |d| d.as_millis() as i64);
     let live = Arc::new(LiveFrames::default());
     let max_batch = *config.detector.max_batch.get_ref();
-    // Room for a batch in flight and the next one; beyond that, drop oldest.
-    let (frame_tx, frame_rx) = frame_queue((2 * max_batch).max(2 * config.cameras.len()));
+    // Per camera, room for its share of a batch in flight and of the next
+    // one (at least 2); beyond that a camera drops its own oldest frame.
+    let per_camera = (2 * max_batch).div_ceil(config.cameras.len().max(1)).max(2);
+    let (frame_tx, frame_rx) = frame_queue(per_camera);
     let stop = Arc::new(AtomicBool::new(false));
 
     let mut sources = Vec::new();
@@ -89,7 +91,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut cameras = HashMap::new();
     for cam in &config.cameras {
         let id = cam.id.get_ref().clone();
-        let url = SourceUrl::parse(cam.url.get_ref())?;
+        let url = cam.source_url()?;
         let handle = spawn_source(
             SourceConfig {
                 camera_id: id.clone(),
@@ -97,6 +99,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                 detect_fps: *cam.detect_fps.get_ref(),
                 hwaccel: cam.hwaccel,
                 decode_threads: 0,
+                max_width: Some(*cam.max_width.get_ref()),
             },
             frame_tx.clone(),
             stop.clone(),

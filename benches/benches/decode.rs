@@ -130,6 +130,7 @@ fn software_vs_cli(clips: &[(u32, PathBuf)], with_anchor: bool) {
         let decode = DecodeOptions {
             hwaccel: HwAccel::None,
             threads: 0,
+            ..Default::default()
         };
         let (frames, secs, _) = best_of(3, || decode_clip(clip, decode, 0));
         let ours = frames as f64 / secs;
@@ -154,6 +155,7 @@ fn cameras_per_core(clip: &Path) {
     let decode = DecodeOptions {
         hwaccel: HwAccel::None,
         threads: 1,
+        ..Default::default()
     };
     let every = (CAMERA_FPS / DETECT_FPS).round() as u64;
     let (frames, secs, _) = best_of(3, || decode_clip(clip, decode, every));
@@ -181,6 +183,7 @@ fn hardware(clips: &[(u32, PathBuf)], hwaccel: HwAccel) {
             let decode = DecodeOptions {
                 hwaccel,
                 threads: 1,
+                ..Default::default()
             };
             let started = Instant::now();
             let results: Vec<(u64, f64, DecoderKind)> = std::thread::scope(|s| {

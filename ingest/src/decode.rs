@@ -6,6 +6,7 @@ use ff::util::error::EAGAIN;
 use ff::{Dictionary, Rational, Rescale};
 use ffmpeg_next as ff;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,18 +69,34 @@ fn open_decoder(
 }
 
 /// How to decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeOptions {
     pub hwaccel: HwAccel,
     /// Software decoding threads; 0 lets ffmpeg choose (one per core).
     pub threads: usize,
+    /// Frames per second the caller will use. When the stream runs at
+    /// least [`SKIP_NONREF_RATIO`] times faster, the decoder skips
+    /// non-reference frames (nothing else depends on them).
+    pub needed_fps: Option<f64>,
+    /// Frames wider than this are scaled down (aspect kept) when converted
+    /// to RGB: the model needs far less than 4K, and the copy serves
+    /// snapshots and the live view.
+    pub max_width: Option<u32>,
 }
+
+/// Bound on timestamps remembered for counting skipped frames.
+const MAX_PENDING_PTS: usize = 256;
+
+/// How much faster than needed a stream must be before frames are skipped.
+pub const SKIP_NONREF_RATIO: f64 = 2.0;
 
 impl Default for DecodeOptions {
     fn default() -> Self {
         Self {
             hwaccel: HwAccel::Auto,
             threads: 0,
+            needed_fps: None,
+            max_width: None,
         }
     }
 }
@@ -100,6 +117,12 @@ pub struct VideoInput {
     scaler: Option<Scaler>,
     decoder_kind: DecoderKind,
     codec_name: String,
+    counts: InputCounts,
+    max_width: Option<u32>,
+    /// Timestamps of packets sent to the decoder and not yet seen as
+    /// frames: how skipped frames are counted exactly.
+    pending_pts: BTreeSet<i64>,
+    skipping: bool,
     /// Declared last: it must outlive `input`, whose callback points at it.
     watchdog: Arc<Watchdog>,
 }
@@ -107,6 +130,7 @@ pub struct VideoInput {
 struct Scaler {
     ctx: scaling::Context,
     key: (Pixel, u32, u32),
+    out: (u32, u32),
     rgb: ff::frame::Video,
 }
 
@@ -142,40 +166,45 @@ impl VideoInput {
         // is what errors and logs carry.
         let (location, shown) = (url.ffmpeg_location(), url.shown());
         let mut options = Dictionary::new();
+        if let Some(transport) = url.ffmpeg_transport() {
+            options.set("rtsp_transport", transport);
+        }
         if url.is_network() {
-            options.set("rtsp_transport", "tcp");
             options.set("timeout", NETWORK_TIMEOUT_US);
             options.set("rw_timeout", NETWORK_TIMEOUT_US);
         }
-        let input = open_input(&location, options, &watchdog).map_err(|e| {
-            if watchdog.stalled() {
-                IngestError::Stalled {
-                    url: shown.clone(),
-                    seconds: STALL_AFTER.as_secs(),
+        let input =
+            open_input(&location, url.ffmpeg_format(), options, &watchdog).map_err(|e| {
+                if watchdog.stalled() {
+                    IngestError::Stalled {
+                        url: shown.clone(),
+                        seconds: STALL_AFTER.as_secs(),
+                    }
+                } else {
+                    IngestError::Open {
+                        url: shown.clone(),
+                        source: e,
+                    }
                 }
-            } else {
-                IngestError::Open {
-                    url: shown.clone(),
-                    source: e,
-                }
-            }
-        })?;
+            })?;
         let stream = input
             .streams()
             .best(ff::media::Type::Video)
             .ok_or_else(|| IngestError::NoVideo { url: shown.clone() })?;
         let stream_index = stream.index();
         let time_base = stream.time_base();
-        let rate = stream.avg_frame_rate();
-        let frame_duration_us = if rate.numerator() > 0 && rate.denominator() > 0 {
-            1_000_000 * rate.denominator() as i64 / rate.numerator() as i64
-        } else {
-            40_000
-        };
+        let rate = Some(stream.avg_frame_rate())
+            .filter(|r| r.numerator() > 0 && r.denominator() > 0)
+            .or(Some(stream.rate()))
+            .filter(|r| r.numerator() > 0 && r.denominator() > 0);
+        let frame_duration_us = rate.map_or(40_000, |r| {
+            1_000_000 * r.denominator() as i64 / r.numerator() as i64
+        });
+        let stream_fps = rate.map(f64::from);
         let codec_id = stream.parameters().id();
         let codec_name = format!("{codec_id:?}").to_lowercase();
-        let (decoder, decoder_kind) =
-            open_decoder(&stream.parameters(), decode, &shown).map_err(|e| match e {
+        let (mut decoder, decoder_kind) = open_decoder(&stream.parameters(), decode, &shown)
+            .map_err(|e| match e {
                 ff::Error::DecoderNotFound => IngestError::NoDecoder {
                     url: shown.clone(),
                     codec: format!("{codec_id:?}"),
@@ -185,6 +214,11 @@ impl VideoInput {
                     source: e,
                 },
             })?;
+        let skipping = matches!((stream_fps, decode.needed_fps),
+            (Some(have), Some(need)) if have >= SKIP_NONREF_RATIO * need);
+        if skipping {
+            decoder.skip_frame(ff::codec::discard::Discard::NonReference);
+        }
         Ok(Self {
             url: shown,
             input,
@@ -199,6 +233,10 @@ impl VideoInput {
             scaler: None,
             decoder_kind,
             codec_name,
+            counts: InputCounts::default(),
+            max_width: decode.max_width,
+            pending_pts: BTreeSet::new(),
+            skipping,
             watchdog,
         })
     }
@@ -217,12 +255,25 @@ impl VideoInput {
         self.frame_duration_us
     }
 
+    /// Whether the decoder skips non-reference frames (see [`DecodeOptions::needed_fps`]).
+    pub fn skips_nonref(&self) -> bool {
+        self.skipping
+    }
+
+    /// What this input has read and decoded so far.
+    pub fn counts(&self) -> InputCounts {
+        self.counts
+    }
+
     /// Decodes the next frame; returns its stream time in microseconds, or
     /// `None` at the end of the stream. The frame is kept for [`Self::convert_to_rgb`].
     pub fn next_frame(&mut self) -> Result<Option<i64>, IngestError> {
         loop {
             match self.decoder.receive_frame(&mut self.frame) {
-                Ok(()) => return Ok(Some(self.frame_pts_us())),
+                Ok(()) => {
+                    self.count_output();
+                    return Ok(Some(self.frame_pts_us()));
+                }
                 Err(ff::Error::Other { errno }) if errno == EAGAIN => {}
                 Err(ff::Error::Eof) => return Ok(None),
                 Err(e) => return Err(self.decode_error(e)),
@@ -237,10 +288,19 @@ impl VideoInput {
             }
             match read {
                 Ok(()) if packet.stream() == self.stream_index => {
+                    self.counts.packets += 1;
                     match self.decoder.send_packet(&packet) {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if let Some(pts) = packet.pts() {
+                                self.pending_pts.insert(pts);
+                                if self.pending_pts.len() > MAX_PENDING_PTS {
+                                    self.pending_pts.pop_first();
+                                }
+                            }
+                        }
                         // A damaged packet costs a frame, not the stream.
                         Err(ff::Error::InvalidData) => {
+                            self.counts.skipped += 1;
                             tracing::debug!(url = %self.url, "skipping corrupt packet")
                         }
                         Err(e) => return Err(self.decode_error(e)),
@@ -253,6 +313,23 @@ impl VideoInput {
                 }
                 Err(e) => return Err(self.decode_error(e)),
             }
+        }
+    }
+
+    /// Counts the frame just decoded, and every packet before it in
+    /// presentation order that never became a frame: decoders emit frames
+    /// in presentation order, so those were skipped (or broken).
+    fn count_output(&mut self) {
+        self.counts.decoded += 1;
+        match self.frame.pts() {
+            Some(pts) => {
+                let later = self.pending_pts.split_off(&pts);
+                self.counts.skipped += self.pending_pts.len() as u64;
+                self.pending_pts = later;
+                self.pending_pts.remove(&pts);
+            }
+            // A decoder that drops timestamps: skipped frames cannot be told apart.
+            None => self.pending_pts.clear(),
         }
     }
 
@@ -290,12 +367,19 @@ impl VideoInput {
         let (w, h, fmt) = (src.width(), src.height(), src.format());
         let key = (fmt, w, h);
         if self.scaler.as_ref().is_none_or(|s| s.key != key) {
-            let ctx =
-                scaling::Context::get(fmt, w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
-                    .map_err(|e| self.decode_error(e))?;
+            let (ow, oh) = output_size(w, h, self.max_width);
+            // Area averaging when shrinking (no aliasing), bilinear otherwise.
+            let flags = if ow < w {
+                scaling::Flags::AREA
+            } else {
+                scaling::Flags::BILINEAR
+            };
+            let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, ow, oh, flags)
+                .map_err(|e| self.decode_error(e))?;
             self.scaler = Some(Scaler {
                 ctx,
                 key,
+                out: (ow, oh),
                 rgb: ff::frame::Video::empty(),
             });
         }
@@ -307,6 +391,7 @@ impl VideoInput {
                 url: self.url.clone(),
                 source: e,
             })?;
+        let (w, h) = scaler.out;
         let stride = scaler.rgb.stride(0);
         let row = w as usize * 3;
         let data = scaler.rgb.data(0);
@@ -315,5 +400,46 @@ impl VideoInput {
             rgb.extend_from_slice(&data[y * stride..y * stride + row]);
         }
         Ok((w, h, rgb))
+    }
+}
+
+/// Running totals of one input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputCounts {
+    /// Packets of the video stream read (one per coded frame).
+    pub packets: u64,
+    /// Frames out of the decoder.
+    pub decoded: u64,
+    /// Coded frames that never became pictures: skipped non-reference
+    /// frames and damaged packets.
+    pub skipped: u64,
+}
+
+/// The RGB size for a `w`×`h` picture no wider than `max_width`: aspect
+/// kept, height even (chroma planes), never enlarged.
+fn output_size(w: u32, h: u32, max_width: Option<u32>) -> (u32, u32) {
+    match max_width {
+        Some(max) if w > max && max >= 2 => {
+            let oh = (h as u64 * max as u64 / w as u64) as u32;
+            (max, (oh & !1).max(2))
+        }
+        _ => (w, h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_size;
+
+    #[test]
+    fn large_frames_shrink_to_the_width_limit_keeping_their_aspect() {
+        assert_eq!(output_size(3840, 2160, Some(1280)), (1280, 720));
+        assert_eq!(output_size(1920, 1080, Some(1000)), (1000, 562));
+        assert_eq!(
+            output_size(768, 576, Some(1280)),
+            (768, 576),
+            "never enlarged"
+        );
+        assert_eq!(output_size(1920, 1080, None), (1920, 1080));
     }
 }

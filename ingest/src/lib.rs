@@ -13,10 +13,10 @@ mod watchdog;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use decode::{DecodeOptions, VideoInput};
+pub use decode::{DecodeOptions, InputCounts, VideoInput, SKIP_NONREF_RATIO};
 pub use hwaccel::{DecoderKind, HwAccel};
-pub use queue::{frame_queue, FrameReceiver, FrameSender};
-pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl};
+pub use queue::{frame_queue, FrameReceiver, FrameSender, RecvError};
+pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl, Transport};
 pub use stats::{SourceState, SourceStats, StatsSnapshot};
 
 /// Errors from opening or decoding a source.

@@ -1,80 +1,231 @@
-//! A bounded frame queue that drops the oldest frame when full.
+//! Bounded per-camera frame queues and the cross-camera batcher.
 //!
-//! A camera never waits for a slow model: when the queue is full the oldest
-//! frame goes (it is the least useful one for live analytics) and the drop is
-//! counted against the camera it came from, so backlog never turns into
-//! latency and every loss is visible.
+//! Each camera has its own small lane. A camera never waits for a slow
+//! model: when its lane is full its oldest frame goes (the least useful one
+//! for live analytics) and the sender counts the drop. Lanes are what make
+//! this fair: a 30 fps camera can only evict its own frames, never starve a
+//! 1 fps one. Memory is bounded by lanes × capacity, whatever the load.
+//!
+//! The consumer takes batches: it waits for one frame, then up to
+//! `max_wait` for more, up to `max_batch`, taking lanes in turn (one frame
+//! per camera per round, starting after the camera served last), so one
+//! model call serves many cameras and none is favoured.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crate::Frame;
 
-use crate::{Frame, SourceStats};
-
-/// Creates a queue holding at most `capacity` frames.
-pub fn frame_queue(capacity: usize) -> (FrameSender, FrameReceiver) {
-    let (tx, rx) = bounded(capacity.max(1));
+/// Creates a queue that holds at most `per_camera` frames of each camera.
+pub fn frame_queue(per_camera: usize) -> (FrameSender, FrameReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            lanes: Vec::new(),
+            next_lane: 0,
+            senders: 1,
+        }),
+        ready: Condvar::new(),
+        per_camera: per_camera.max(1),
+    });
     (
         FrameSender {
-            tx,
-            evict: rx.clone(),
-            owners: Arc::default(),
+            shared: shared.clone(),
         },
-        rx,
+        FrameReceiver { shared },
     )
 }
 
-/// Whose counters an evicted frame is charged to.
-type Owners = Arc<RwLock<HashMap<Arc<str>, Arc<SourceStats>>>>;
-
-pub type FrameReceiver = Receiver<Frame>;
-
-/// The sending side; clone it for each camera.
-#[derive(Clone)]
-pub struct FrameSender {
-    tx: Sender<Frame>,
-    // A receiver of our own, used only to evict the oldest frame.
-    evict: Receiver<Frame>,
-    owners: Owners,
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+    per_camera: usize,
 }
 
-impl FrameSender {
-    /// Charges frames of `camera` evicted from now on to `stats`.
-    pub fn register(&self, camera: Arc<str>, stats: Arc<SourceStats>) {
-        self.owners
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(camera, stats);
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct State {
+    lanes: Vec<Lane>,
+    /// The lane the next pop looks at first (round robin).
+    next_lane: usize,
+    senders: usize,
+}
+
+struct Lane {
+    camera: Arc<str>,
+    frames: VecDeque<Frame>,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.lanes.iter().all(|l| l.frames.is_empty())
     }
 
-    /// Queues `frame`, evicting the oldest frames while the queue is full.
-    /// Returns how many were evicted. Never blocks.
-    pub fn send(&self, mut frame: Frame) -> u64 {
-        let mut dropped = 0;
-        loop {
-            match self.tx.try_send(frame) {
-                // Our own eviction receiver keeps the channel connected, so
-                // Disconnected cannot happen; treat it like success regardless.
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return dropped,
-                Err(TrySendError::Full(back)) => {
-                    frame = back;
-                    if let Ok(old) = self.evict.try_recv() {
-                        dropped += 1;
-                        self.charge_drop(&old.camera_id);
-                    }
-                }
+    /// The oldest frame of the next camera in turn that has one.
+    fn pop_fair(&mut self) -> Option<Frame> {
+        let n = self.lanes.len();
+        for i in 0..n {
+            let lane = (self.next_lane + i) % n;
+            if let Some(frame) = self.lanes[lane].frames.pop_front() {
+                self.next_lane = (lane + 1) % n;
+                return Some(frame);
             }
+        }
+        None
+    }
+}
+
+/// The sending side; clone it for each camera. The queue ends for the
+/// receiver once every sender is gone and the lanes are empty.
+pub struct FrameSender {
+    shared: Arc<Shared>,
+}
+
+impl Clone for FrameSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Self {
+            shared: self.shared.clone(),
         }
     }
 }
 
+impl Drop for FrameSender {
+    fn drop(&mut self) {
+        self.shared.lock().senders -= 1;
+        self.shared.ready.notify_all();
+    }
+}
+
 impl FrameSender {
-    fn charge_drop(&self, camera: &str) {
-        let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(stats) = owners.get(camera) {
-            stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+    /// Queues `frame` in its camera's lane, evicting that camera's oldest
+    /// frames while the lane is full. Returns how many were evicted, for the
+    /// caller to count. Never blocks.
+    pub fn send(&self, frame: Frame) -> u64 {
+        let mut state = self.shared.lock();
+        let index = match state.lanes.iter().position(|l| l.camera == frame.camera_id) {
+            Some(i) => i,
+            None => {
+                state.lanes.push(Lane {
+                    camera: frame.camera_id.clone(),
+                    frames: VecDeque::with_capacity(self.shared.per_camera),
+                });
+                state.lanes.len() - 1
+            }
+        };
+        let lane = &mut state.lanes[index].frames;
+        let mut dropped = 0;
+        while lane.len() >= self.shared.per_camera {
+            lane.pop_front();
+            dropped += 1;
+        }
+        lane.push_back(frame);
+        drop(state);
+        self.shared.ready.notify_one();
+        dropped
+    }
+}
+
+/// Why [`FrameReceiver::recv_deadline`] returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    #[error("no frame before the deadline")]
+    Timeout,
+    #[error("every sender is gone and the queue is empty")]
+    Disconnected,
+}
+
+/// The consuming side (one consumer: the analysis stage).
+pub struct FrameReceiver {
+    shared: Arc<Shared>,
+}
+
+impl FrameReceiver {
+    /// Waits for the next frame (fairly across cameras).
+    pub fn recv(&self) -> Result<Frame, RecvError> {
+        self.wait_for_frame(None)
+    }
+
+    /// Like [`Self::recv`], giving up at `deadline`.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<Frame, RecvError> {
+        self.wait_for_frame(Some(deadline))
+    }
+
+    /// Like [`Self::recv`], waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvError> {
+        self.wait_for_frame(Some(Instant::now() + timeout))
+    }
+
+    /// A frame if one is queued now.
+    pub fn try_recv(&self) -> Option<Frame> {
+        self.shared.lock().pop_fair()
+    }
+
+    /// Every frame queued now, fairly interleaved.
+    pub fn try_iter(&self) -> impl Iterator<Item = Frame> + '_ {
+        std::iter::from_fn(|| self.try_recv())
+    }
+
+    /// Frames queued now, over all cameras.
+    pub fn len(&self) -> usize {
+        self.shared
+            .lock()
+            .lanes
+            .iter()
+            .map(|l| l.frames.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().is_empty()
+    }
+
+    /// Waits for one frame, then up to `max_wait` for more, up to
+    /// `max_batch`, taking cameras in turn. `None` once the queue has ended.
+    pub fn next_batch(&self, max_batch: usize, max_wait: Duration) -> Option<Vec<Frame>> {
+        let first = self.recv().ok()?;
+        let deadline = Instant::now() + max_wait;
+        let mut batch = vec![first];
+        while batch.len() < max_batch.max(1) {
+            match self.recv_deadline(deadline) {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    fn wait_for_frame(&self, deadline: Option<Instant>) -> Result<Frame, RecvError> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(frame) = state.pop_fair() {
+                return Ok(frame);
+            }
+            if state.senders == 0 {
+                return Err(RecvError::Disconnected);
+            }
+            state = match deadline {
+                None => self
+                    .shared
+                    .ready
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RecvError::Timeout);
+                    }
+                    self.shared
+                        .ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
     }
 }
@@ -83,10 +234,6 @@ impl FrameSender {
 mod tests {
     use super::*;
     use std::time::SystemTime;
-
-    fn frame(seq: u64) -> Frame {
-        frame_of("cam", seq)
-    }
 
     fn frame_of(camera: &str, seq: u64) -> Frame {
         Frame {
@@ -100,39 +247,79 @@ mod tests {
         }
     }
 
+    fn seqs(frames: impl Iterator<Item = Frame>) -> Vec<(String, u64)> {
+        frames.map(|f| (f.camera_id.to_string(), f.seq)).collect()
+    }
+
     #[test]
-    fn full_queue_drops_the_oldest_and_counts_it() {
+    fn a_full_lane_drops_its_own_oldest_frame_and_says_so() {
         let (tx, rx) = frame_queue(2);
-        assert_eq!(tx.send(frame(0)), 0);
-        assert_eq!(tx.send(frame(1)), 0);
-        assert_eq!(tx.send(frame(2)), 1);
-        let seqs: Vec<u64> = rx.try_iter().map(|f| f.seq).collect();
-        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(tx.send(frame_of("a", 0)), 0);
+        assert_eq!(tx.send(frame_of("a", 1)), 0);
+        assert_eq!(tx.send(frame_of("a", 2)), 1);
+        let got = seqs(rx.try_iter());
+        assert_eq!(got, vec![("a".into(), 1), ("a".into(), 2)]);
     }
 
     #[test]
-    fn a_drop_is_charged_to_the_camera_whose_frame_was_evicted() {
-        let (tx, _rx) = frame_queue(1);
-        let (a, b) = (
-            Arc::new(SourceStats::default()),
-            Arc::new(SourceStats::default()),
-        );
-        tx.register("a".into(), a.clone());
-        tx.register("b".into(), b.clone());
-        tx.send(frame_of("a", 0));
-        tx.send(frame_of("b", 0)); // evicts a's frame
-        assert_eq!(a.snapshot().frames_dropped, 1);
-        assert_eq!(b.snapshot().frames_dropped, 0);
+    fn a_busy_camera_cannot_evict_or_starve_a_quiet_one() {
+        let (tx, rx) = frame_queue(2);
+        tx.send(frame_of("quiet", 0));
+        for seq in 0..50 {
+            tx.send(frame_of("busy", seq));
+        }
+        assert_eq!(rx.len(), 3, "memory is bounded per camera");
+        let batch = rx.next_batch(2, Duration::ZERO).unwrap();
+        let cameras: Vec<&str> = batch.iter().map(|f| &*f.camera_id).collect();
+        assert!(cameras.contains(&"quiet"), "{cameras:?}");
     }
 
     #[test]
-    fn consumer_sees_the_end_once_every_sender_is_gone() {
+    fn batches_take_cameras_in_turn_and_keep_each_cameras_order() {
+        let (tx, rx) = frame_queue(4);
+        for seq in 0..3 {
+            tx.send(frame_of("a", seq));
+        }
+        tx.send(frame_of("b", 0));
+        tx.send(frame_of("c", 0));
+        let got = seqs(rx.try_iter());
+        let expected = [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("a", 2)];
+        let expected: Vec<(String, u64)> =
+            expected.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn batches_fill_up_to_the_limit_then_drain_and_end() {
+        let (tx, rx) = frame_queue(16);
+        for i in 0..5 {
+            tx.send(frame_of("c", i));
+        }
+        drop(tx);
+        let sizes: Vec<usize> = std::iter::from_fn(|| rx.next_batch(2, Duration::from_millis(1)))
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn the_consumer_sees_the_end_once_every_sender_is_gone() {
         let (tx, rx) = frame_queue(2);
         let second = tx.clone();
-        tx.send(frame(0));
+        tx.send(frame_of("a", 0));
         drop(tx);
+        assert_eq!(
+            rx.recv_deadline(Instant::now()).map(|f| f.seq),
+            Ok(0),
+            "queued frames are still delivered"
+        );
+        assert_eq!(
+            rx.recv_deadline(Instant::now() + Duration::from_millis(5))
+                .map(|f| f.seq),
+            Err(RecvError::Timeout),
+            "one sender is still alive"
+        );
         drop(second);
-        assert_eq!(rx.recv().unwrap().seq, 0);
-        assert!(rx.recv().is_err(), "disconnected after draining");
+        assert_eq!(rx.recv().map(|f| f.seq), Err(RecvError::Disconnected));
     }
 }

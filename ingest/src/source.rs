@@ -2,17 +2,26 @@
 //! the detection rate, and reconnects with backoff when the input fails.
 
 use std::path::PathBuf;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::decode::{DecodeOptions, VideoInput};
+use crate::decode::{DecodeOptions, InputCounts, VideoInput};
 use crate::hwaccel::{DecoderKind, HwAccel};
 use crate::pacing::{Pacer, Sampler};
 use crate::queue::FrameSender;
-use crate::stats::{SourceState, SourceStats};
+use crate::stats::{RateMeter, SourceState, SourceStats};
 use crate::{Frame, IngestError};
+
+/// Characters that must be escaped in a URL's `user:password@` part.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Reconnect delays double from the minimum up to the maximum. The cap is
 /// low on purpose: a camera that comes back must be picked up within
@@ -30,13 +39,36 @@ pub enum SourceUrl {
         looping: bool,
         realtime: bool,
     },
-    /// rtsp://, rtsps://, rtmp://, http://, https://: read as fast as it comes.
-    Network(String),
+    /// rtsp://, rtsps://, rtmp://, http://, https://: read as fast as it
+    /// comes. `transport` applies to RTSP only.
+    Network { url: String, transport: Transport },
+    /// A V4L2 capture device such as `/dev/video0`.
+    Device { path: PathBuf },
+}
+
+/// How RTSP carries the media. TCP (interleaved) passes firewalls and NAT
+/// and loses nothing; UDP has less latency on a clean LAN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    fn as_ffmpeg(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
 }
 
 impl SourceUrl {
-    /// Parses `rtsp://…`, `http(s)://…`, `file:///path?loop=0|1&realtime=0|1`
-    /// or a plain path. Files loop and play at real time unless told otherwise.
+    /// Parses `rtsp://…`, `http(s)://…`, `file:///path?loop=0|1&realtime=0|1`,
+    /// `/dev/videoN` (or `v4l2:///dev/videoN`) or a plain path. Files loop
+    /// and play at real time unless told otherwise.
     pub fn parse(url: &str) -> Result<Self, IngestError> {
         let bad = |reason: &str| IngestError::BadUrl {
             url: url.to_string(),
@@ -48,8 +80,17 @@ impl SourceUrl {
         }
         for scheme in ["rtsp://", "rtsps://", "rtmp://", "http://", "https://"] {
             if url.starts_with(scheme) {
-                return Ok(Self::Network(url.to_string()));
+                return Ok(Self::Network {
+                    url: url.to_string(),
+                    transport: Transport::Tcp,
+                });
             }
+        }
+        if let Some(path) = url.strip_prefix("v4l2://") {
+            return Ok(Self::Device { path: path.into() });
+        }
+        if url.starts_with("/dev/video") {
+            return Ok(Self::Device { path: url.into() });
         }
         let rest = match url.strip_prefix("file://") {
             Some(rest) => rest,
@@ -82,7 +123,56 @@ impl SourceUrl {
     }
 
     pub fn is_network(&self) -> bool {
-        matches!(self, Self::Network(_))
+        matches!(self, Self::Network { .. })
+    }
+
+    /// Sets how RTSP media travels; other sources ignore it.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        if let Self::Network { transport: t, .. } = &mut self {
+            *t = transport;
+        }
+        self
+    }
+
+    /// Puts credentials kept apart from the URL (in the config) into it,
+    /// percent-encoded so any character may appear in a password.
+    pub fn with_credentials(self, username: &str, password: &str) -> Result<Self, IngestError> {
+        let Self::Network { url, transport } = self else {
+            return Ok(self);
+        };
+        let (scheme, rest) = url.split_once("://").expect("network urls have a scheme");
+        if rest.split('/').next().unwrap_or("").contains('@') {
+            return Err(IngestError::BadUrl {
+                url: redact_credentials(&url),
+                reason: "credentials both in the URL and in the config".into(),
+            });
+        }
+        let encode = |s: &str| utf8_percent_encode(s, USERINFO).to_string();
+        Ok(Self::Network {
+            url: format!(
+                "{scheme}://{}:{}@{rest}",
+                encode(username),
+                encode(password)
+            ),
+            transport,
+        })
+    }
+
+    /// The RTSP transport, for network sources.
+    pub fn transport(&self) -> Option<Transport> {
+        match self {
+            Self::Network { url, transport } if url.starts_with("rtsp") => Some(*transport),
+            _ => None,
+        }
+    }
+
+    /// The ffmpeg input format to force, for sources it cannot probe.
+    pub fn ffmpeg_format(&self) -> Option<&'static str> {
+        matches!(self, Self::Device { .. }).then_some("video4linux2")
+    }
+
+    pub(crate) fn ffmpeg_transport(&self) -> Option<&'static str> {
+        self.transport().map(Transport::as_ffmpeg)
     }
 
     /// The source as logs, errors and the API may show it: without
@@ -94,8 +184,8 @@ impl SourceUrl {
     /// What ffmpeg opens (with credentials: never log it).
     pub fn ffmpeg_location(&self) -> String {
         match self {
-            Self::File { path, .. } => path.display().to_string(),
-            Self::Network(url) => url.clone(),
+            Self::File { path, .. } | Self::Device { path } => path.display().to_string(),
+            Self::Network { url, .. } => url.clone(),
         }
     }
 }
@@ -132,6 +222,8 @@ pub struct SourceConfig {
     pub hwaccel: HwAccel,
     /// Software decoding threads; 0 lets ffmpeg choose.
     pub decode_threads: usize,
+    /// Frames handed on are at most this wide (aspect kept).
+    pub max_width: Option<u32>,
 }
 
 /// A running source thread.
@@ -159,7 +251,6 @@ pub fn spawn_source(
 ) -> std::io::Result<SourceHandle> {
     let stats = Arc::new(SourceStats::default());
     let camera_id = config.camera_id.clone();
-    queue.register(camera_id.as_str().into(), stats.clone());
     let thread_stats = stats.clone();
     let thread = std::thread::Builder::new()
         .name(format!("src-{}", config.camera_id))
@@ -238,6 +329,8 @@ impl SourceRun {
             let options = DecodeOptions {
                 hwaccel,
                 threads: self.config.decode_threads,
+                needed_fps: Some(self.config.detect_fps),
+                max_width: self.config.max_width,
             };
             let end = match VideoInput::open_watched(
                 &self.config.url,
@@ -250,6 +343,7 @@ impl SourceRun {
                         url = %self.config.url.shown(),
                         codec = input.codec_name(),
                         %decoder,
+                        skips_nonref = input.skips_nonref(),
                         "source opened"
                     );
                     self.stats
@@ -272,7 +366,7 @@ impl SourceRun {
                         tracing::info!("file ended");
                         break;
                     }
-                    SourceUrl::Network(_) => {
+                    SourceUrl::Network { .. } | SourceUrl::Device { .. } => {
                         tracing::warn!("stream ended; reconnecting");
                         self.stats.set_error("stream ended".into());
                     }
@@ -294,16 +388,19 @@ impl SourceRun {
     fn session(&mut self, mut input: VideoInput) -> SessionEnd {
         let mut first_raw: Option<i64> = None;
         let mut last_t = self.session_base_us;
+        let mut counted = InputCounts::default();
+        let mut meter = RateMeter::new(Instant::now(), (0, 0));
         let end = loop {
             if self.stopping() {
                 break SessionEnd::Stopped;
             }
-            let raw = match input.next_frame() {
+            let next = input.next_frame();
+            counted = self.publish_counts(input.counts(), counted, &mut meter);
+            let raw = match next {
                 Ok(Some(raw)) => raw,
                 Ok(None) => break SessionEnd::EndOfStream,
                 Err(e) => break SessionEnd::Failed(e),
             };
-            self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
             let t = self.session_base_us + (raw - *first_raw.get_or_insert(raw)).max(0);
             last_t = t;
             if let Some(pacer) = &mut self.pacer {
@@ -336,7 +433,32 @@ impl SourceRun {
             }
         };
         self.session_base_us = last_t + input.frame_duration_us();
+        self.stats.set_rates(0.0, 0.0);
         end
+    }
+
+    /// Adds what the input counted since `before` to the shared stats and
+    /// refreshes the rates once a second. Returns the new totals.
+    fn publish_counts(
+        &self,
+        now: InputCounts,
+        before: InputCounts,
+        meter: &mut RateMeter,
+    ) -> InputCounts {
+        let add = |counter: &std::sync::atomic::AtomicU64, new: u64, old: u64| {
+            if new > old {
+                counter.fetch_add(new - old, Ordering::Relaxed);
+            }
+        };
+        add(&self.stats.frames_in, now.packets, before.packets);
+        add(&self.stats.frames_decoded, now.decoded, before.decoded);
+        add(&self.stats.frames_skipped, now.skipped, before.skipped);
+        if let Some((input_fps, decoded_fps)) =
+            meter.observe(Instant::now(), (now.packets, now.decoded))
+        {
+            self.stats.set_rates(input_fps, decoded_fps);
+        }
+        now
     }
 
     /// Sleeps up to `d`, waking early when asked to stop.
@@ -378,13 +500,43 @@ mod tests {
         assert_eq!(redact_credentials("/data/a@b.mp4"), "/data/a@b.mp4");
         let url = SourceUrl::parse("rtsp://admin:secret@10.0.0.2/s1").unwrap();
         assert!(!url.shown().contains("secret"));
+
+        // Credentials from the config are encoded into the URL, and hidden.
+        let url = SourceUrl::parse("rtsp://10.0.0.2:554/s1")
+            .unwrap()
+            .with_credentials("cam op", "p@ss:w/rd")
+            .unwrap();
+        assert_eq!(
+            url.ffmpeg_location(),
+            "rtsp://cam%20op:p%40ss%3Aw%2Frd@10.0.0.2:554/s1"
+        );
+        assert_eq!(url.shown(), "rtsp://***@10.0.0.2:554/s1");
+        let twice = SourceUrl::parse("rtsp://a:b@10.0.0.2/s1")
+            .unwrap()
+            .with_credentials("c", "d");
+        assert!(twice.is_err());
     }
 
     #[test]
     fn parses_the_source_kinds() {
         assert_eq!(
             SourceUrl::parse("rtsp://10.0.0.2/s1").unwrap(),
-            SourceUrl::Network("rtsp://10.0.0.2/s1".into())
+            SourceUrl::Network {
+                url: "rtsp://10.0.0.2/s1".into(),
+                transport: Transport::Tcp
+            }
+        );
+        assert_eq!(
+            SourceUrl::parse("/dev/video0").unwrap(),
+            SourceUrl::Device {
+                path: "/dev/video0".into()
+            }
+        );
+        assert_eq!(
+            SourceUrl::parse("v4l2:///dev/video2")
+                .unwrap()
+                .ffmpeg_format(),
+            Some("video4linux2")
         );
         assert_eq!(
             SourceUrl::parse("file:///data/a.mp4?loop=0").unwrap(),

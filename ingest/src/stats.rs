@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -30,11 +31,19 @@ impl SourceState {
 #[derive(Debug, Default)]
 pub struct SourceStats {
     state: AtomicU8,
+    /// Coded frames (video packets) read from the input.
+    pub frames_in: AtomicU64,
     pub frames_decoded: AtomicU64,
+    /// Coded frames not decoded: non-reference frames skipped because the
+    /// stream is much faster than `detect_fps`, and damaged packets.
+    pub frames_skipped: AtomicU64,
     pub frames_sampled: AtomicU64,
     /// Sampled frames evicted from the full queue before the model saw them.
     pub frames_dropped: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Rates over the last second or so, as f64 bits.
+    input_fps: AtomicU64,
+    decoded_fps: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// The codec and where it decodes, e.g. `h264 (cuda)`.
     decoder: Mutex<Option<String>>,
@@ -44,7 +53,13 @@ pub struct SourceStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsSnapshot {
     pub state: SourceState,
+    /// Frames per second arriving from the camera.
+    pub input_fps: f64,
+    /// Frames per second out of the decoder.
+    pub decoded_fps: f64,
+    pub frames_in: u64,
     pub frames_decoded: u64,
+    pub frames_skipped: u64,
     pub frames_sampled: u64,
     pub frames_dropped: u64,
     pub reconnects: u64,
@@ -55,6 +70,13 @@ pub struct StatsSnapshot {
 impl SourceStats {
     pub fn set_state(&self, s: SourceState) {
         self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Publishes the current rates (the source thread measures them).
+    pub fn set_rates(&self, input_fps: f64, decoded_fps: f64) {
+        self.input_fps.store(input_fps.to_bits(), Ordering::Relaxed);
+        self.decoded_fps
+            .store(decoded_fps.to_bits(), Ordering::Relaxed);
     }
 
     pub fn set_error(&self, e: String) {
@@ -68,7 +90,11 @@ impl SourceStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             state: SourceState::from_u8(self.state.load(Ordering::Relaxed)),
+            input_fps: round2(f64::from_bits(self.input_fps.load(Ordering::Relaxed))),
+            decoded_fps: round2(f64::from_bits(self.decoded_fps.load(Ordering::Relaxed))),
+            frames_in: self.frames_in.load(Ordering::Relaxed),
             frames_decoded: self.frames_decoded.load(Ordering::Relaxed),
+            frames_skipped: self.frames_skipped.load(Ordering::Relaxed),
             frames_sampled: self.frames_sampled.load(Ordering::Relaxed),
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
@@ -83,5 +109,65 @@ impl SourceStats {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Turns running totals into per-second rates, once per window.
+#[derive(Debug)]
+pub struct RateMeter {
+    since: Instant,
+    at_start: (u64, u64),
+}
+
+impl RateMeter {
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    pub fn new(now: Instant, totals: (u64, u64)) -> Self {
+        Self {
+            since: now,
+            at_start: totals,
+        }
+    }
+
+    /// Rates of the two totals over the window that just closed, if one did.
+    pub fn observe(&mut self, now: Instant, totals: (u64, u64)) -> Option<(f64, f64)> {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed < Self::WINDOW {
+            return None;
+        }
+        let secs = elapsed.as_secs_f64();
+        let rates = (
+            totals.0.saturating_sub(self.at_start.0) as f64 / secs,
+            totals.1.saturating_sub(self.at_start.1) as f64 / secs,
+        );
+        *self = Self::new(now, totals);
+        Some(rates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_measured_over_whole_windows() {
+        let t0 = Instant::now();
+        let mut meter = RateMeter::new(t0, (0, 0));
+        assert_eq!(
+            meter.observe(t0 + Duration::from_millis(500), (15, 5)),
+            None
+        );
+        let rates = meter
+            .observe(t0 + Duration::from_secs(2), (60, 10))
+            .unwrap();
+        assert_eq!(rates, (30.0, 5.0));
+        let rates = meter
+            .observe(t0 + Duration::from_secs(3), (90, 10))
+            .unwrap();
+        assert_eq!(rates, (30.0, 0.0));
     }
 }

@@ -66,10 +66,14 @@ extern "C" fn interrupt(opaque: *mut c_void) -> c_int {
 /// as the returned input.
 pub(crate) fn open_input(
     location: &str,
+    format: Option<&str>,
     options: ff::Dictionary,
     watchdog: &Arc<Watchdog>,
 ) -> Result<ff::format::context::Input, ff::Error> {
     let path = CString::new(location).map_err(|_| ff::Error::InvalidData)?;
+    let format = format
+        .map(|f| CString::new(f).map_err(|_| ff::Error::InvalidData))
+        .transpose()?;
     // SAFETY: the context is allocated here and either handed to `Input`
     // (which closes it) or freed by avformat_open_input / close_input on
     // failure; the options dictionary goes back into Rust ownership.
@@ -84,8 +88,19 @@ pub(crate) fn open_input(
             callback: Some(interrupt),
             opaque: Arc::as_ptr(watchdog) as *mut c_void,
         };
+        let input_format = match &format {
+            Some(name) => {
+                let found = ffi::av_find_input_format(name.as_ptr());
+                if found.is_null() {
+                    ffi::avformat_free_context(ps);
+                    return Err(ff::Error::DemuxerNotFound);
+                }
+                found
+            }
+            None => ptr::null(),
+        };
         let mut opts = options.disown();
-        let res = ffi::avformat_open_input(&mut ps, path.as_ptr(), ptr::null(), &mut opts);
+        let res = ffi::avformat_open_input(&mut ps, path.as_ptr(), input_format, &mut opts);
         ff::Dictionary::own(opts);
         if res < 0 {
             return Err(ff::Error::from(res));

@@ -25,6 +25,7 @@ fn decode(hwaccel: HwAccel) -> (DecoderKind, Vec<i64>, Vec<Vec<u8>>) {
         DecodeOptions {
             hwaccel,
             threads: 1,
+            ..Default::default()
         },
     )
     .expect("open bikes.mp4");

@@ -12,16 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_ingest::{
-    frame_queue, spawn_source, FrameReceiver, HwAccel, SourceConfig, SourceHandle, SourceState,
-    SourceUrl,
-};
+mod support;
 
-fn assets() -> PathBuf {
-    std::env::var_os("VIGIL_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
-}
+use support::{assets, next_frame_of, wait_for};
+use vigil_ingest::{
+    frame_queue, spawn_source, HwAccel, SourceConfig, SourceHandle, SourceState, SourceUrl,
+    Transport,
+};
 
 /// 20 s of the street clip in `codec`, keyframe every 0.5 s, made with the
 /// ffmpeg CLI (installed by `make test`).
@@ -99,44 +96,23 @@ impl Drop for RtspServer {
 
 fn source(
     id: &str,
-    url: &str,
+    url: SourceUrl,
     stop: &Arc<AtomicBool>,
     queue: &vigil_ingest::FrameSender,
 ) -> SourceHandle {
     spawn_source(
         SourceConfig {
             camera_id: id.into(),
-            url: SourceUrl::parse(url).unwrap(),
+            url,
             detect_fps: 5.0,
             hwaccel: HwAccel::Auto,
             decode_threads: 1,
+            max_width: None,
         },
         queue.clone(),
         stop.clone(),
     )
     .unwrap()
-}
-
-/// Waits up to `limit` for a frame of `camera`; returns when it came.
-fn next_frame_of(rx: &FrameReceiver, camera: &str, limit: Duration) -> Option<Instant> {
-    let deadline = Instant::now() + limit;
-    while let Ok(f) = rx.recv_deadline(deadline) {
-        if &*f.camera_id == camera {
-            return Some(Instant::now());
-        }
-    }
-    None
-}
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]
@@ -162,28 +138,36 @@ fn rtsp_cameras_recover_from_a_server_restart_while_broken_peers_fail_alone() {
 
     let (tx, rx) = frame_queue(64);
     let stop = Arc::new(AtomicBool::new(false));
+    let url = |s: String| SourceUrl::parse(&s).unwrap();
     let cams = [
         source(
             "h264",
-            &format!("rtsp://user:secret@127.0.0.1:{port264}/cam"),
+            url(format!("rtsp://user:secret@127.0.0.1:{port264}/cam")),
             &stop,
             &tx,
         ),
         source(
             "h265",
-            &format!("rtsp://127.0.0.1:{port265}/cam"),
+            url(format!("rtsp://127.0.0.1:{port265}/cam")),
             &stop,
             &tx,
         ),
         source(
             "refused",
-            &format!("rtsp://127.0.0.1:{refused}/cam"),
+            url(format!("rtsp://127.0.0.1:{refused}/cam")),
             &stop,
             &tx,
         ),
         source(
             "silent",
-            &format!("rtsp://127.0.0.1:{silent_port}/cam"),
+            url(format!("rtsp://127.0.0.1:{silent_port}/cam")),
+            &stop,
+            &tx,
+        ),
+        // The same H.265 camera again, its media over UDP.
+        source(
+            "h265-udp",
+            url(format!("rtsp://127.0.0.1:{port265}/cam")).with_transport(Transport::Udp),
             &stop,
             &tx,
         ),
@@ -201,6 +185,16 @@ fn rtsp_cameras_recover_from_a_server_restart_while_broken_peers_fail_alone() {
     );
     assert!(
         stats(1).decoder.unwrap().starts_with("hevc ("),
+        "{:?}",
+        stats(1)
+    );
+    assert!(next_frame_of(&rx, "h265-udp", Duration::from_secs(15)).is_some());
+    // The server paces the 10 fps clip at real time; the stats measure it.
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let s = stats(1);
+            (5.0..=15.0).contains(&s.input_fps) && (5.0..=15.0).contains(&s.decoded_fps)
+        }),
         "{:?}",
         stats(1)
     );

@@ -1,20 +1,17 @@
 //! Sources on real files: decoding, sampling, clocks, and what a broken
 //! input does.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_ingest::{
-    frame_queue, spawn_source, Frame, HwAccel, SourceConfig, SourceState, SourceUrl,
-};
+mod support;
 
-fn assets() -> PathBuf {
-    std::env::var_os("VIGIL_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
-}
+use support::{assets, ffmpeg, wait_for};
+use vigil_ingest::{
+    frame_queue, spawn_source, DecodeOptions, Frame, HwAccel, SourceConfig, SourceState, SourceUrl,
+    VideoInput,
+};
 
 fn config(url: &str, fps: f64) -> SourceConfig {
     SourceConfig {
@@ -25,6 +22,7 @@ fn config(url: &str, fps: f64) -> SourceConfig {
         // there, and the same tests exercise NVDEC where a GPU is present.
         hwaccel: HwAccel::Auto,
         decode_threads: 0,
+        max_width: None,
     }
 }
 
@@ -41,7 +39,10 @@ fn a_whole_file_is_sampled_at_the_detection_rate_with_rising_stream_time() {
     let frames: Vec<Frame> = rx.try_iter().collect();
 
     let s = stats.snapshot();
-    assert_eq!(s.frames_decoded, 250);
+    // 25 fps against 5 wanted: B-frames are skipped, and counted.
+    assert_eq!(s.frames_in, 250);
+    assert_eq!(s.frames_decoded + s.frames_skipped, 250);
+    assert!(s.frames_skipped > 0, "{s:?}");
     assert_eq!(s.state, SourceState::Stopped);
     // 10 s at 5 fps.
     assert_eq!(frames.len(), 50, "sampled frames");
@@ -50,10 +51,13 @@ fn a_whole_file_is_sampled_at_the_detection_rate_with_rising_stream_time() {
         assert_eq!(f.seq, i as u64);
         assert_eq!((f.width, f.height), (640, 272));
         assert_eq!(f.rgb.len(), 640 * 272 * 3);
-        assert_eq!(
-            f.pts_us,
-            i as i64 * 200_000,
-            "one sample every 200 ms of stream time"
+        // One sample per 200 ms slot of stream time: the first decoded
+        // frame of the slot (skipped B-frames can push it a frame or two in).
+        let slot = i as i64 * 200_000;
+        assert!(
+            (slot..slot + 200_000).contains(&f.pts_us),
+            "sample {i} at {} us",
+            f.pts_us
         );
     }
     // Real pixels, not a blank frame.
@@ -137,4 +141,164 @@ fn garbage_is_an_error_naming_the_file() {
     std::fs::write(&junk, b"this is not an image").unwrap();
     let err = vigil_ingest::decode_still(&junk).unwrap_err().to_string();
     assert!(err.contains("junk.jpg"), "{err}");
+}
+
+/// Coded frames of each picture type in `clip`, counted by ffprobe.
+fn picture_types(clip: &std::path::Path) -> std::collections::HashMap<String, u64> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["frame=pict_type", "-of", "csv=p=0"])
+        .arg(clip)
+        .output()
+        .expect("ffprobe (make test installs ffmpeg)");
+    let mut counts = std::collections::HashMap::new();
+    for t in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        *counts.entry(t.trim_matches(',').to_string()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_stream_much_faster_than_detection_skips_nonreference_frames_and_counts_them() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 30 fps with two non-reference B-frames between reference frames.
+    let clip = dir.path().join("bframes.mp4");
+    let (src, out) = (
+        assets().join("video/vtest.avi"),
+        clip.to_str().unwrap().to_string(),
+    );
+    ffmpeg(&[
+        "-t",
+        "10",
+        "-i",
+        src.to_str().unwrap(),
+        "-vf",
+        "fps=30",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-bf",
+        "2",
+        "-x264-params",
+        "b-pyramid=none:b-adapt=0",
+        "-g",
+        "30",
+        &out,
+    ]);
+    let types = picture_types(&clip);
+    let b_frames = types.get("B").copied().unwrap_or(0);
+    assert!(b_frames > 100, "{types:?}");
+
+    let read_all = |needed_fps: f64| {
+        let url = SourceUrl::parse(&out).unwrap();
+        let options = DecodeOptions {
+            hwaccel: HwAccel::None,
+            needed_fps: Some(needed_fps),
+            ..Default::default()
+        };
+        let mut input = VideoInput::open_with(&url, options).unwrap();
+        let mut last = -1;
+        while let Some(t) = input.next_frame().unwrap() {
+            assert!(t > last, "frames come in presentation order");
+            last = t;
+        }
+        (input.skips_nonref(), input.counts())
+    };
+    // Detection at 5 fps: the decoder skips exactly the B-frames.
+    let (skipping, counts) = read_all(5.0);
+    assert!(skipping);
+    assert_eq!(counts.skipped, b_frames, "{counts:?} {types:?}");
+    assert_eq!(counts.packets, counts.decoded + counts.skipped);
+    let reference = types["I"] + types["P"];
+    assert_eq!(
+        counts.decoded, reference,
+        "every reference frame is decoded"
+    );
+    // Detection at 20 fps is too close to the stream's rate: decode all.
+    let (skipping, counts) = read_all(20.0);
+    assert!(!skipping);
+    assert_eq!((counts.skipped, counts.decoded), (0, counts.packets));
+
+    // Through a source, the counts reach the camera's stats.
+    let (tx, rx) = frame_queue(1000);
+    let url = format!("file://{out}?loop=0&realtime=0");
+    let handle = spawn_source(config(&url, 5.0), tx, Arc::new(AtomicBool::new(false))).unwrap();
+    let stats = handle.stats.clone();
+    handle.join();
+    let s = stats.snapshot();
+    assert_eq!(s.frames_skipped, b_frames, "{s:?}");
+    assert_eq!(s.frames_in, s.frames_decoded + s.frames_skipped, "{s:?}");
+    // Sampling by stream time still gives 5 frames per second of video.
+    let sampled = rx.try_iter().count();
+    assert!(
+        (48..=51).contains(&sampled),
+        "{sampled} frames sampled from 10 s"
+    );
+}
+
+#[test]
+fn inputs_without_usable_video_give_a_clear_error_state() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audio = dir.path().join("audio-only.m4a");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        audio.to_str().unwrap(),
+    ]);
+    let garbage = dir.path().join("garbage.mp4");
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&garbage, noise).unwrap();
+    let cases = [
+        (audio.to_str().unwrap().to_string(), "no video stream"),
+        (garbage.to_str().unwrap().to_string(), "garbage.mp4"),
+        // A V4L2 camera that is not plugged in.
+        ("/dev/video99".to_string(), "/dev/video99"),
+    ];
+    let (tx, _rx) = frame_queue(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = cases
+        .iter()
+        .map(|(url, _)| spawn_source(config(url, 5.0), tx.clone(), stop.clone()).unwrap())
+        .collect();
+    for (handle, (url, expected)) in handles.iter().zip(&cases) {
+        assert!(
+            wait_for(Duration::from_secs(10), || handle
+                .stats
+                .snapshot()
+                .last_error
+                .is_some()),
+            "{url}: no error state"
+        );
+        let s = handle.stats.snapshot();
+        let error = s.last_error.unwrap();
+        assert!(error.contains(expected), "{url}: {error}");
+        assert_ne!(s.state, SourceState::Streaming);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join();
+    }
+}
+
+#[test]
+fn frames_wider_than_the_limit_are_scaled_down_keeping_their_aspect() {
+    vigil_ingest::init().unwrap();
+    let url = SourceUrl::parse(assets().join("video/bikes.mp4").to_str().unwrap()).unwrap();
+    let options = DecodeOptions {
+        hwaccel: HwAccel::None,
+        max_width: Some(320),
+        ..Default::default()
+    };
+    let mut input = VideoInput::open_with(&url, options).unwrap();
+    input.next_frame().unwrap().unwrap();
+    let (w, h, rgb) = input.convert_to_rgb().unwrap();
+    assert_eq!((w, h), (320, 136));
+    assert_eq!(rgb.len(), 320 * 136 * 3);
 }

@@ -59,7 +59,7 @@ function drawBoxes(c, snap) {
 async function refreshCamera(cam) {
   const c = card(cam);
   const i = cam.ingest;
-  c.state.textContent = `${i.state} · ${i.frames_sampled} sampled · ${i.frames_dropped} dropped`;
+  c.state.textContent = `${i.state} · ${i.decoder ?? "…"} · ${i.input_fps} fps in · ${i.frames_sampled} sampled · ${i.frames_dropped} dropped`;
   let snap;
   try {
     snap = await getJson(`/api/v1/cameras/${encodeURIComponent(cam.id)}/snapshot`);

@@ -1,0 +1,162 @@
+//! HTTP cameras against a real HTTP server: a multipart MJPEG stream (what
+//! most IP cameras serve), HLS, and a progressive MP4, side by side with a
+//! URL that answers 404.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{assets, ffmpeg, next_frame_of, wait_for};
+use vigil_ingest::{frame_queue, spawn_source, HwAccel, SourceConfig, SourceState, SourceUrl};
+
+/// The test server (tests/support/http_server.py); killed on drop.
+struct HttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(root: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/http_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(root)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the server prints its port");
+        Self { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// JPEG frames, an HLS playlist and a progressive MP4 cut from the street clip.
+fn make_media(root: &Path) {
+    let clip = assets().join("video/vtest.avi");
+    let clip = clip.to_str().unwrap();
+    let at = |p: &str| root.join(p).to_str().unwrap().to_string();
+    std::fs::create_dir_all(root.join("jpeg")).unwrap();
+    std::fs::create_dir_all(root.join("hls")).unwrap();
+    ffmpeg(&[
+        "-t",
+        "4",
+        "-i",
+        clip,
+        "-vf",
+        "fps=10",
+        "-q:v",
+        "5",
+        &at("jpeg/%03d.jpg"),
+    ]);
+    let h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "10"];
+    let mut mp4 = vec!["-t", "20", "-i", clip];
+    mp4.extend(h264);
+    let mp4_out = at("clip.mp4");
+    mp4.extend(["-movflags", "+faststart", &mp4_out]);
+    ffmpeg(&mp4);
+    let mut hls = vec!["-t", "20", "-i", clip];
+    hls.extend(h264);
+    let hls_out = at("hls/cam.m3u8");
+    hls.extend([
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_list_size",
+        "0",
+        &hls_out,
+    ]);
+    ffmpeg(&hls);
+}
+
+#[test]
+fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    make_media(dir.path());
+    let server = HttpServer::start(dir.path());
+    let base = format!("http://127.0.0.1:{}", server.port);
+
+    let (tx, rx) = frame_queue(8);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cameras = [
+        ("mjpeg", format!("{base}/mjpeg")),
+        ("hls", format!("{base}/hls/cam.m3u8")),
+        ("mp4", format!("{base}/clip.mp4")),
+        ("missing", format!("{base}/nothing-here.mp4")),
+    ];
+    let handles: Vec<_> = cameras
+        .iter()
+        .map(|(id, url)| {
+            let config = SourceConfig {
+                camera_id: id.to_string(),
+                url: SourceUrl::parse(url).unwrap(),
+                detect_fps: 5.0,
+                hwaccel: HwAccel::Auto,
+                decode_threads: 1,
+                max_width: Some(384),
+            };
+            spawn_source(config, tx.clone(), stop.clone()).unwrap()
+        })
+        .collect();
+    drop(tx);
+    let stats = |i: usize| handles[i].stats.snapshot();
+
+    for id in ["mjpeg", "hls", "mp4"] {
+        for _ in 0..3 {
+            assert!(
+                next_frame_of(&rx, id, Duration::from_secs(20)).is_some(),
+                "{id} gave no frames"
+            );
+        }
+    }
+    assert!(
+        stats(0).decoder.unwrap().starts_with("mjpeg"),
+        "{:?}",
+        stats(0)
+    );
+    assert!(
+        stats(1).decoder.unwrap().starts_with("h264"),
+        "{:?}",
+        stats(1)
+    );
+    // The MJPEG camera sends 10 frames/s: the measured input rate says so.
+    assert!(
+        wait_for(Duration::from_secs(5), || (5.0..=15.0)
+            .contains(&stats(0).input_fps)),
+        "{:?}",
+        stats(0)
+    );
+    // Frames were scaled to the width asked for, aspect kept (768x576).
+    let frame = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((frame.width, frame.height), (384, 288));
+
+    assert!(wait_for(Duration::from_secs(10), || stats(3)
+        .last_error
+        .is_some()));
+    let error = stats(3).last_error.unwrap();
+    assert!(error.contains("404"), "{error}");
+    assert_ne!(stats(3).state, SourceState::Streaming);
+
+    stop.store(true, Ordering::Relaxed);
+    let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
+    for h in handles {
+        h.join();
+    }
+    drain.join().unwrap();
+}
