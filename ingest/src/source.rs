@@ -27,7 +27,7 @@ const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
 /// low on purpose: a camera that comes back must be picked up within
 /// seconds, and a connect attempt costs next to nothing.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Where frames come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

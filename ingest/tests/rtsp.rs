@@ -224,7 +224,11 @@ fn rtsp_cameras_recover_from_a_server_restart_while_broken_peers_fail_alone() {
     assert!(next_frame_of(&rx, "h265", Duration::from_secs(5)).is_some());
 
     // Restart it: frames flow again within 5 s of the server being back.
-    std::thread::sleep(Duration::from_secs(3)); // let the backoff grow
+    // Let the backoff grow first.
+    std::thread::sleep(Duration::from_secs(3));
+    // Frames queued before the kill must not pass for frames after it.
+    while rx.try_recv().is_some() {}
+    assert_ne!(stats(0).state, SourceState::Streaming);
     let _server264 = RtspServer::start(port264, &h264, "h264");
     let back = Instant::now();
     let frame_at = next_frame_of(&rx, "h264", Duration::from_secs(15)).expect("camera is back");
