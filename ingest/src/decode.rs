@@ -176,10 +176,7 @@ impl VideoInput {
         let input =
             open_input(&location, url.ffmpeg_format(), options, &watchdog).map_err(|e| {
                 if watchdog.stalled() {
-                    IngestError::Stalled {
-                        url: shown.clone(),
-                        seconds: STALL_AFTER.as_secs(),
-                    }
+                    stalled(&shown)
                 } else {
                     IngestError::Open {
                         url: shown.clone(),
@@ -193,10 +190,11 @@ impl VideoInput {
             .ok_or_else(|| IngestError::NoVideo { url: shown.clone() })?;
         let stream_index = stream.index();
         let time_base = stream.time_base();
-        let rate = Some(stream.avg_frame_rate())
-            .filter(|r| r.numerator() > 0 && r.denominator() > 0)
-            .or(Some(stream.rate()))
-            .filter(|r| r.numerator() > 0 && r.denominator() > 0);
+        // The average rate, else the base rate; many live streams lack one.
+        let known = |r: &Rational| r.numerator() > 0 && r.denominator() > 0;
+        let rate = [stream.avg_frame_rate(), stream.rate()]
+            .into_iter()
+            .find(known);
         let frame_duration_us = rate.map_or(40_000, |r| {
             1_000_000 * r.denominator() as i64 / r.numerator() as i64
         });
@@ -335,10 +333,7 @@ impl VideoInput {
 
     fn decode_error(&self, e: ff::Error) -> IngestError {
         if self.watchdog.stalled() {
-            return IngestError::Stalled {
-                url: self.url.clone(),
-                seconds: STALL_AFTER.as_secs(),
-            };
+            return stalled(&self.url);
         }
         IngestError::Decode {
             url: self.url.clone(),
@@ -400,6 +395,13 @@ impl VideoInput {
             rgb.extend_from_slice(&data[y * stride..y * stride + row]);
         }
         Ok((w, h, rgb))
+    }
+}
+
+fn stalled(shown: &str) -> IngestError {
+    IngestError::Stalled {
+        url: shown.to_string(),
+        seconds: STALL_AFTER.as_secs(),
     }
 }
 

@@ -7,11 +7,11 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{assets, ffmpeg, next_frame_of, wait_for};
+use support::{assets, ffmpeg, next_frame_of, stop_all, wait_for};
 use vigil_ingest::{frame_queue, spawn_source, HwAccel, SourceConfig, SourceState, SourceUrl};
 
 /// The test server (tests/support/http_server.py); killed on drop.
@@ -153,10 +153,5 @@ fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
     assert!(error.contains("404"), "{error}");
     assert_ne!(stats(3).state, SourceState::Streaming);
 
-    stop.store(true, Ordering::Relaxed);
-    let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
-    for h in handles {
-        h.join();
-    }
-    drain.join().unwrap();
+    stop_all(&stop, rx, handles);
 }

@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{assets, next_frame_of, wait_for};
+use support::{assets, next_frame_of, stop_all, wait_for};
 use vigil_ingest::{
     frame_queue, spawn_source, HwAccel, SourceConfig, SourceHandle, SourceState, SourceUrl,
     Transport,
@@ -239,12 +239,7 @@ fn rtsp_cameras_recover_from_a_server_restart_while_broken_peers_fail_alone() {
 
     // Stopping interrupts every source, even one blocked on a silent peer.
     let stopping = Instant::now();
-    stop.store(true, Ordering::Relaxed);
-    let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
-    for c in cams {
-        c.join();
-    }
-    drain.join().unwrap();
+    stop_all(&stop, rx, cams);
     assert!(
         stopping.elapsed() < Duration::from_secs(3),
         "{:?}",

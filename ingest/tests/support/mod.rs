@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vigil_ingest::FrameReceiver;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vigil_ingest::{FrameReceiver, SourceHandle};
 
 /// The shared test assets (clips, photos).
 pub fn assets() -> PathBuf {
@@ -44,4 +46,19 @@ pub fn next_frame_of(rx: &FrameReceiver, camera: &str, limit: Duration) -> Optio
         }
     }
     None
+}
+
+/// Asks every source to stop and waits for them, draining the queue
+/// meanwhile so none is held up by a full lane.
+pub fn stop_all(
+    stop: &AtomicBool,
+    rx: FrameReceiver,
+    sources: impl IntoIterator<Item = SourceHandle>,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let drain = std::thread::spawn(move || while rx.recv().is_ok() {});
+    for source in sources {
+        source.join();
+    }
+    drain.join().unwrap();
 }
