@@ -37,6 +37,9 @@ pub enum Command {
     Detect(DetectArgs),
     /// Convert a TF.js graph model (model.json + shards) into a Vigil model file.
     ImportTfjs(ImportArgs),
+    /// Install and list models.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Print version and build information.
     Version,
 }
@@ -49,7 +52,7 @@ pub struct DemoArgs {
     /// Where the demo keeps its database and clips [default: a vigil-demo folder in the temp dir].
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Model name or .safetensors path.
+    /// Model name, or a .safetensors or darknet .cfg path.
     #[arg(long, default_value = vigil_inference::DEFAULT_MODEL)]
     pub model: String,
 }
@@ -59,7 +62,7 @@ pub struct DetectArgs {
     /// JPEG or PNG files.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
-    /// Model name or .safetensors path.
+    /// Model name, or a .safetensors or darknet .cfg path.
     #[arg(long, default_value = vigil_inference::DEFAULT_MODEL)]
     pub model: String,
     /// Report detections scoring at least this (0-1).
@@ -83,4 +86,30 @@ pub struct ImportArgs {
         default_value = "models/ssdlite_mobilenet_v2_coco.safetensors"
     )]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Install a model into a model directory so configs can name it:
+    /// an Ultralytics YOLOv8/YOLO11 checkpoint (.pt), a darknet .cfg (with
+    /// its .weights beside it) or a TF.js SSD graph (model.json).
+    Import(ModelImportArgs),
+    /// List the models found on the search path.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelImportArgs {
+    /// best.pt, yolov3-tiny.cfg or model.json.
+    #[arg(value_name = "FILE")]
+    pub source: PathBuf,
+    /// Name to install it under [default: the file's stem].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Class names, one per line (darknet; an Ultralytics checkpoint carries its own).
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+    /// Model directory to install into.
+    #[arg(long, default_value = "models", value_name = "DIR")]
+    pub dir: PathBuf,
 }

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod demo;
+mod model_cmd;
 mod pipeline;
 mod shutdown;
 mod snapshot;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => commands::check_config(&config),
         Command::Detect(args) => commands::detect(args),
         Command::ImportTfjs(args) => commands::import_tfjs(args),
+        Command::Model(cmd) => model_cmd::run(cmd),
         Command::Version => {
             commands::version();
             Ok(())

@@ -5,6 +5,7 @@
 //! with boxes in the images' own pixels.
 
 pub mod convert;
+pub mod darknet;
 pub mod detector;
 pub mod device;
 pub mod labels;
@@ -14,6 +15,8 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod registry;
 pub mod tfjs;
+pub mod ultralytics;
+pub mod yolo;
 
 use std::path::PathBuf;
 
@@ -21,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use detector::SsdLiteDetector;
 pub use device::{select_device, Precision};
-pub use registry::{ModelRegistry, DEFAULT_MODEL};
+pub use registry::{ModelFiles, ModelRegistry, DEFAULT_MODEL};
+pub use yolo::YoloDetector;
 
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]

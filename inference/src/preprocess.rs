@@ -55,9 +55,150 @@ fn taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
+/// How an image is fitted into a model input of another shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Scaled to fill the input, aspect ratio not kept (darknet, OpenCV DNN).
+    Stretch,
+    /// Scaled to fit inside, aspect kept, centred, the rest grey 114
+    /// (Ultralytics' letterbox).
+    Letterbox,
+}
+
+/// Where the image landed inside the model input: input pixel
+/// `(x, y)` is image pixel `((x - left) / scale_x, (y - top) / scale_y)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    pub left: f32,
+    pub top: f32,
+    pub scale_x: f32,
+    pub scale_y: f32,
+}
+
+impl Placement {
+    /// Maps a point from model-input pixels back to image pixels.
+    pub fn to_image(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            (x - self.left) / self.scale_x,
+            (y - self.top) / self.scale_y,
+        )
+    }
+}
+
+/// Ultralytics fills letterbox borders with this grey level.
+const LETTERBOX_FILL: u8 = 114;
+
+/// Fits `image` into an `out_w` x `out_h` input as `fit` says, with OpenCV's
+/// `INTER_LINEAR` rule (half-pixel centres, results rounded to 8 bits, as
+/// `cv2.resize` on uint8 images gives), and writes planar `[3, out_h, out_w]`
+/// floats `pixel * scale` into `dst`. The runtimes these models come from
+/// resize this way, so matching it keeps scores where they were trained.
+pub fn fit_planar(
+    image: &ImageView<'_>,
+    out_w: usize,
+    out_h: usize,
+    fit: Fit,
+    scale: f32,
+    dst: &mut [f32],
+) -> Placement {
+    assert_eq!(dst.len(), 3 * out_w * out_h, "destination size");
+    let placement = match fit {
+        Fit::Stretch => Placement {
+            left: 0.0,
+            top: 0.0,
+            scale_x: out_w as f32 / image.width as f32,
+            scale_y: out_h as f32 / image.height as f32,
+        },
+        Fit::Letterbox => {
+            let r = (out_w as f32 / image.width as f32).min(out_h as f32 / image.height as f32);
+            let (w, h) = (
+                (image.width as f32 * r).round(),
+                (image.height as f32 * r).round(),
+            );
+            // Ultralytics rounds the split of the padding this way.
+            let left = ((out_w as f32 - w) / 2.0 - 0.1).round().max(0.0);
+            let top = ((out_h as f32 - h) / 2.0 - 0.1).round().max(0.0);
+            Placement {
+                left,
+                top,
+                scale_x: w / image.width as f32,
+                scale_y: h / image.height as f32,
+            }
+        }
+    };
+    let (left, top) = (placement.left as usize, placement.top as usize);
+    let inner_w = ((image.width as f32 * placement.scale_x).round() as usize).min(out_w - left);
+    let inner_h = ((image.height as f32 * placement.scale_y).round() as usize).min(out_h - top);
+    let fill = LETTERBOX_FILL as f32 * scale;
+    dst.fill(fill);
+    let x_taps = half_pixel_taps(image.width, inner_w);
+    let y_taps = half_pixel_taps(image.height, inner_h);
+    let stride = image.width * 3;
+    let plane = out_w * out_h;
+    for (iy, &(t, b, fy)) in y_taps.iter().enumerate() {
+        let top_row = &image.rgb[t * stride..(t + 1) * stride];
+        let bottom_row = &image.rgb[b * stride..(b + 1) * stride];
+        let row_start = (top + iy) * out_w + left;
+        for (ix, &(l, r, fx)) in x_taps.iter().enumerate() {
+            for c in 0..3 {
+                let tl = top_row[l * 3 + c] as f32;
+                let tr = top_row[r * 3 + c] as f32;
+                let bl = bottom_row[l * 3 + c] as f32;
+                let br = bottom_row[r * 3 + c] as f32;
+                let upper = tl + (tr - tl) * fx;
+                let lower = bl + (br - bl) * fx;
+                let v = (upper + (lower - upper) * fy).round();
+                dst[c * plane + row_start + ix] = v * scale;
+            }
+        }
+    }
+    placement
+}
+
+/// OpenCV's bilinear taps: source = (destination + 0.5) x ratio - 0.5,
+/// clamped to the image.
+fn half_pixel_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    let ratio = input as f64 / output as f64;
+    (0..output)
+        .map(|o| {
+            let src = ((o as f64 + 0.5) * ratio - 0.5).max(0.0);
+            let lo = (src.floor() as usize).min(input - 1);
+            let hi = (lo + 1).min(input - 1);
+            (lo, hi, (src - src.floor()) as f32)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn letterbox_centres_the_image_and_maps_points_back() {
+        // 4x2 white image into 8x8: scaled 2x to 8x4, 2 grey rows above and below.
+        let rgb = vec![255u8; 4 * 2 * 3];
+        let img = ImageView::new(4, 2, &rgb).unwrap();
+        let mut out = vec![0.0; 3 * 8 * 8];
+        let p = fit_planar(&img, 8, 8, Fit::Letterbox, 1.0, &mut out);
+        assert_eq!((p.left, p.top, p.scale_x, p.scale_y), (0.0, 2.0, 2.0, 2.0));
+        let column: Vec<f32> = (0..8).map(|y| out[y * 8]).collect();
+        assert_eq!(
+            column,
+            vec![114.0, 114.0, 255.0, 255.0, 255.0, 255.0, 114.0, 114.0]
+        );
+        assert_eq!(p.to_image(8.0, 6.0), (4.0, 2.0));
+    }
+
+    #[test]
+    fn stretch_uses_half_pixel_centres() {
+        // 4x1 ramp 0, 10, 20, 30 halved: OpenCV averages pairs -> 5, 25.
+        let rgb: Vec<u8> = [0u8, 10, 20, 30].iter().flat_map(|&v| [v, v, v]).collect();
+        let img = ImageView::new(4, 1, &rgb).unwrap();
+        let mut out = vec![0.0; 3 * 2];
+        let p = fit_planar(&img, 2, 1, Fit::Stretch, 1.0, &mut out);
+        assert_eq!(&out[..2], &[5.0, 25.0]);
+        assert_eq!(p.to_image(2.0, 1.0), (4.0, 1.0));
+    }
 
     #[test]
     fn halving_takes_every_other_pixel() {

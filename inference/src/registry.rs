@@ -4,13 +4,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
+use crate::darknet::DarknetNet;
 use crate::models::Weights;
+use crate::preprocess::Fit;
+use crate::ultralytics::{Family, UltralyticsNet};
+use crate::yolo::{YoloDetector, YoloSpec};
 use crate::{Detector, InferenceError, Precision, SsdLiteDetector};
 
 /// The model Vigil runs when none is named.
 pub const DEFAULT_MODEL: &str = "ssdlite_mobilenet_v2_coco";
 
-/// Directories searched for `NAME.safetensors`, in order.
+/// Directories searched for `NAME.safetensors` or `NAME.cfg`, in order.
 #[derive(Debug, Clone)]
 pub struct ModelRegistry {
     dirs: Vec<PathBuf>,
@@ -43,17 +47,26 @@ impl ModelRegistry {
         &self.dirs
     }
 
-    /// The file for `name`: a path to an existing file, or the first
-    /// `NAME.safetensors` in the search directories.
-    pub fn find(&self, name: &str) -> Result<PathBuf, InferenceError> {
+    /// The files for `name`: a path to a `.safetensors` or darknet `.cfg`
+    /// file, or the first `NAME.safetensors` / `NAME.cfg` in the search
+    /// directories.
+    pub fn find(&self, name: &str) -> Result<ModelFiles, InferenceError> {
         let direct = Path::new(name);
-        if direct.extension().is_some_and(|e| e == "safetensors") && direct.is_file() {
-            return Ok(direct.to_path_buf());
+        if direct.is_file() {
+            if let Some(files) = ModelFiles::from_path(direct) {
+                return Ok(files);
+            }
         }
         self.dirs
             .iter()
-            .map(|d| d.join(format!("{name}.safetensors")))
+            .flat_map(|d| {
+                [
+                    d.join(format!("{name}.safetensors")),
+                    d.join(format!("{name}.cfg")),
+                ]
+            })
             .find(|p| p.is_file())
+            .and_then(|p| ModelFiles::from_path(&p))
             .ok_or_else(|| InferenceError::ModelNotFound {
                 name: name.to_string(),
                 searched: self
@@ -65,7 +78,7 @@ impl ModelRegistry {
             })
     }
 
-    /// Finds `name` and builds the detector its tensors describe.
+    /// Finds `name` and builds the detector its files describe.
     pub fn load(&self, name: &str, device: &Device) -> Result<Box<dyn Detector>, InferenceError> {
         self.load_as(name, device, Precision::F32)
     }
@@ -77,15 +90,166 @@ impl ModelRegistry {
         device: &Device,
         precision: Precision,
     ) -> Result<Box<dyn Detector>, InferenceError> {
-        let path = self.find(name)?;
-        let weights = Weights::load(&path, device)?.to_dtype(precision.dtype())?;
-        let short = path
-            .file_stem()
+        let files = self.find(name)?;
+        tracing::info!(model = %files.name(), files = ?files, ?precision, "loading model");
+        files.load(device, precision)
+    }
+}
+
+/// The files one model is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelFiles {
+    /// Written by `vigil import-*`: the architecture is told by the tensors.
+    /// Class names may sit beside it as `NAME.names`.
+    Safetensors(PathBuf),
+    /// A darknet network: `.cfg`, `.weights` beside it, and optionally
+    /// `.names` (one class per line; COCO's 80 when absent).
+    Darknet {
+        cfg: PathBuf,
+        weights: PathBuf,
+        names: Option<PathBuf>,
+    },
+}
+
+impl ModelFiles {
+    /// Recognises a model file by its extension.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "safetensors" => Some(Self::Safetensors(path.to_path_buf())),
+            "cfg" => {
+                let names = path.with_extension("names");
+                Some(Self::Darknet {
+                    cfg: path.to_path_buf(),
+                    weights: path.with_extension("weights"),
+                    names: names.is_file().then_some(names),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The model's short name: its file stem.
+    pub fn name(&self) -> String {
+        let path = match self {
+            Self::Safetensors(p) => p,
+            Self::Darknet { cfg, .. } => cfg,
+        };
+        path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| name.to_string());
-        tracing::info!(model = %short, path = %path.display(), ?precision, "loading model");
-        Ok(Box::new(SsdLiteDetector::from_weights(
-            &weights, &short, device,
-        )?))
+            .unwrap_or_default()
+    }
+
+    /// Builds the detector on `device` in `precision`.
+    pub fn load(
+        &self,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Box<dyn Detector>, InferenceError> {
+        let name = self.name();
+        match self {
+            Self::Safetensors(path) => {
+                let weights = Weights::load(path, device)?;
+                if Family::detect(&weights).is_some() {
+                    return load_ultralytics(&weights, path, &name, device, precision);
+                }
+                let weights = weights.to_dtype(precision.dtype())?;
+                Ok(Box::new(SsdLiteDetector::from_weights(
+                    &weights, &name, device,
+                )?))
+            }
+            Self::Darknet {
+                cfg,
+                weights,
+                names,
+            } => {
+                let net = DarknetNet::load(cfg, weights, device, precision.dtype())?;
+                let labels = match names {
+                    Some(path) => read_labels(path)?,
+                    None => default_labels(net.classes),
+                };
+                let spec = YoloSpec {
+                    input: (net.width, net.height),
+                    fit: Fit::Stretch,
+                    labels,
+                    dtype: precision.dtype(),
+                };
+                Ok(Box::new(YoloDetector::new(
+                    &name,
+                    Box::new(net),
+                    spec,
+                    device,
+                )))
+            }
+        }
+    }
+}
+
+/// The tensor an importer adds to Ultralytics weights: the training input
+/// size `[width, height]`.
+pub const INPUT_SIZE_TENSOR: &str = "vigil.input_size";
+
+/// Ultralytics' default input size when the file does not say.
+const ULTRALYTICS_DEFAULT_INPUT: usize = 640;
+
+fn load_ultralytics(
+    weights: &Weights,
+    path: &Path,
+    name: &str,
+    device: &Device,
+    precision: Precision,
+) -> Result<Box<dyn Detector>, InferenceError> {
+    let net = UltralyticsNet::load(weights, precision.dtype())?;
+    let input = if weights.has(INPUT_SIZE_TENSOR) {
+        let v = weights.get_vec(INPUT_SIZE_TENSOR)?;
+        (v[0] as usize, v[1] as usize)
+    } else {
+        (ULTRALYTICS_DEFAULT_INPUT, ULTRALYTICS_DEFAULT_INPUT)
+    };
+    if input.0 == 0 || input.1 == 0 || !input.0.is_multiple_of(32) || !input.1.is_multiple_of(32) {
+        return Err(weights.format_error(format!(
+            "input size {}x{} is not a multiple of 32",
+            input.0, input.1
+        )));
+    }
+    let names = path.with_extension("names");
+    let labels = if names.is_file() {
+        read_labels(&names)?
+    } else {
+        default_labels(net.classes)
+    };
+    let spec = YoloSpec {
+        input,
+        fit: Fit::Letterbox,
+        labels,
+        dtype: precision.dtype(),
+    };
+    Ok(Box::new(YoloDetector::new(
+        name,
+        Box::new(net),
+        spec,
+        device,
+    )))
+}
+
+/// One class name per non-empty line.
+fn read_labels(path: &Path) -> Result<Vec<String>, InferenceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InferenceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// COCO's names for an 80-class model; `class N` otherwise.
+pub fn default_labels(classes: usize) -> Vec<String> {
+    if classes == 80 {
+        crate::labels::coco80().map(String::from).collect()
+    } else {
+        (0..classes).map(|c| format!("class {c}")).collect()
     }
 }

@@ -1,6 +1,7 @@
 //! Importers from other model formats into Vigil's safetensors files.
 
 pub mod ssdlite_tfjs;
+pub mod ultralytics_pt;
 
 use std::collections::HashMap;
 use std::path::Path;

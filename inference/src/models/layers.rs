@@ -19,10 +19,16 @@ impl Pointwise {
     /// Reads `{prefix}.weight` `[O, C, 1, 1]` and `{prefix}.bias` `[O]`.
     pub fn load(w: &Weights, prefix: &str, act: Activation) -> Result<Self, InferenceError> {
         let weight = w.get(&format!("{prefix}.weight"))?;
+        let bias = w.get(&format!("{prefix}.bias"))?;
+        Ok(Self::new(&weight, &bias, act)?)
+    }
+
+    /// From a `[O, C, 1, 1]` weight already in memory.
+    pub fn new(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Self> {
         let (o, c, _, _) = weight.dims4()?;
         Ok(Self {
             weight: weight.reshape((o, c))?,
-            bias: w.get(&format!("{prefix}.bias"))?,
+            bias: bias.clone(),
             act,
         })
     }

@@ -61,6 +61,24 @@ impl Weights {
         Self { tensors, source }
     }
 
+    /// The named tensors, to save elsewhere.
+    pub fn into_map(self) -> HashMap<String, Tensor> {
+        self.tensors
+    }
+
+    /// Whether the file holds a tensor called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// An error about this file.
+    pub fn format_error(&self, reason: String) -> InferenceError {
+        InferenceError::ModelFormat {
+            path: self.source.clone(),
+            reason,
+        }
+    }
+
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Result<Tensor, InferenceError> {
         self.tensors

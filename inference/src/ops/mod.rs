@@ -12,14 +12,45 @@ pub enum Activation {
     None,
     /// `min(max(x, 0), 6)`, MobileNet's activation.
     Relu6,
+    Relu,
+    /// `x` above zero, `0.1 x` below: darknet's `leaky`.
+    Leaky,
+    /// `x * sigmoid(x)`: YOLOv5/v8/11's activation (darknet's `swish`).
+    Silu,
+    /// darknet's `logistic`.
+    Sigmoid,
+    /// `x * tanh(softplus(x))`: YOLOv4's activation.
+    Mish,
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
 }
 
 impl Activation {
+    fn apply_one(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Relu => v.max(0.0),
+            Activation::Leaky => {
+                if v > 0.0 {
+                    v
+                } else {
+                    0.1 * v
+                }
+            }
+            Activation::Silu => v * sigmoid(v),
+            Activation::Sigmoid => sigmoid(v),
+            Activation::Mish => v * v.exp().ln_1p().tanh(),
+        }
+    }
+
     /// Applies the activation in place.
     pub(crate) fn apply_slice(self, values: &mut [f32]) {
-        if self == Activation::Relu6 {
+        if self != Activation::None {
             for v in values {
-                *v = v.clamp(0.0, 6.0);
+                *v = self.apply_one(*v);
             }
         }
     }
@@ -32,8 +63,18 @@ impl Activation {
         match self {
             Activation::None => Ok(x),
             Activation::Relu6 => x.clamp(0f32, 6f32),
+            Activation::Relu => x.relu(),
+            Activation::Leaky => x.maximum(&(&x * 0.1)?),
+            Activation::Silu => x.silu(),
+            Activation::Sigmoid => sigmoid_tensor(&x),
+            Activation::Mish => &x * x.exp()?.affine(1.0, 1.0)?.log()?.tanh()?,
         }
     }
+}
+
+/// `1 / (1 + exp(-x))` with candle's element-wise ops.
+pub(crate) fn sigmoid_tensor(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
 }
 
 /// The f32 contents of a contiguous CPU tensor argument, or an error naming the op.

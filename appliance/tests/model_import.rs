@@ -1,0 +1,124 @@
+//! `vigil model import` installs the models users bring so that a config
+//! (or `vigil detect --model`) can name them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn assets() -> PathBuf {
+    std::env::var_os("VIGIL_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
+}
+
+fn vigil(args: &[&str], model_dir: &Path) -> (bool, String, String) {
+    let out = Command::new(VIGIL)
+        .args(args)
+        .env("VIGIL_MODEL_DIR", model_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run vigil");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn darknet_and_ultralytics_models_are_installed_and_used_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().to_str().unwrap();
+    let darknet = assets().join("models/yolov3_tiny_darknet");
+    let (ok, _, err) = vigil(
+        &[
+            "model",
+            "import",
+            darknet.join("yolov3-tiny.cfg").to_str().unwrap(),
+            "--names",
+            darknet.join("coco.names").to_str().unwrap(),
+            "--dir",
+            models,
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let checkpoint = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../inference/tests/data/ultralytics/tiny-yolov8.pt");
+    let (ok, out, err) = vigil(
+        &[
+            "model",
+            "import",
+            checkpoint.to_str().unwrap(),
+            "--name",
+            "tiny",
+            "--dir",
+            models,
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("2 classes"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tiny.names")).unwrap(),
+        "walker\nrider\n"
+    );
+
+    let (ok, out, _) = vigil(&["model", "list"], dir.path());
+    assert!(
+        ok && out.contains("yolov3-tiny") && out.contains("tiny "),
+        "{out}"
+    );
+
+    let dog = assets().join("images/dog.jpg");
+    let (ok, out, err) = vigil(
+        &[
+            "detect",
+            "--json",
+            "--model",
+            "yolov3-tiny",
+            "--min-score",
+            "0.5",
+            dog.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let labels: Vec<&str> = results[0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["label"].as_str().unwrap())
+        .collect();
+    for want in ["dog", "car", "truck"] {
+        assert!(labels.contains(&want), "{labels:?}");
+    }
+}
+
+#[test]
+fn unknown_formats_and_bad_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().to_str().unwrap();
+    let readme = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let (ok, _, err) = vigil(
+        &["model", "import", readme.to_str().unwrap(), "--dir", models],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("not a model format"), "{err}");
+    let cfg = assets().join("models/yolov3_tiny_darknet/yolov3-tiny.cfg");
+    let (ok, _, err) = vigil(
+        &[
+            "model",
+            "import",
+            cfg.to_str().unwrap(),
+            "--name",
+            "../escape",
+            "--dir",
+            models,
+        ],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("not a plain file name"), "{err}");
+}

@@ -1,0 +1,376 @@
+//! Darknet YOLO networks (YOLOv3, v3-tiny, v4-tiny, ...) loaded natively from
+//! their `.cfg` and `.weights`, batch norm folded into the convolutions.
+
+pub mod cfg;
+pub mod weights;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::models::layers::{Activation, Pointwise};
+use crate::ops::{bias_activation, sigmoid_tensor};
+use crate::InferenceError;
+use cfg::{Layer, NetworkConfig};
+use weights::WeightStream;
+
+/// A convolution with folded batch norm.
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+    /// 1x1 stride-1 convolutions run as one matrix product.
+    pointwise: Option<Pointwise>,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(p) = &self.pointwise {
+            return p.forward(x);
+        }
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        bias_activation(&y, &self.bias, self.act)
+    }
+}
+
+/// One layer ready to run.
+enum Op {
+    Conv(Conv),
+    Maxpool {
+        size: usize,
+        stride: usize,
+    },
+    Route {
+        layers: Vec<usize>,
+        groups: usize,
+        group_id: usize,
+    },
+    Upsample(usize),
+    Shortcut {
+        from: usize,
+        act: Activation,
+    },
+    Yolo {
+        /// `[1, A, 1, 2]` anchor sizes in input pixels.
+        anchors: Tensor,
+        count: usize,
+        classes: usize,
+        scale_x_y: f32,
+    },
+}
+
+/// A darknet detection network.
+pub struct DarknetNet {
+    ops: Vec<Op>,
+    /// For each layer, the last layer that reads its output (to free it early).
+    last_use: Vec<usize>,
+    pub width: usize,
+    pub height: usize,
+    pub classes: usize,
+}
+
+fn format_error(path: &Path, reason: impl ToString) -> InferenceError {
+    InferenceError::ModelFormat {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl DarknetNet {
+    /// Reads `cfg` and `weights` and builds the network on `device` in `dtype`.
+    pub fn load(
+        cfg_path: &Path,
+        weights_path: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, InferenceError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| InferenceError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let text = String::from_utf8(read(cfg_path)?)
+            .map_err(|_| format_error(cfg_path, "not UTF-8 text"))?;
+        let config = cfg::parse(&text).map_err(|e| format_error(cfg_path, e))?;
+        let mut stream =
+            WeightStream::new(&read(weights_path)?).map_err(|e| format_error(weights_path, e))?;
+        let net = Self::build(&config, &mut stream, device, dtype)
+            .map_err(|e| format_error(weights_path, e))?;
+        stream.finish().map_err(|e| format_error(weights_path, e))?;
+        Ok(net)
+    }
+
+    fn build(
+        config: &NetworkConfig,
+        stream: &mut WeightStream,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, weights::ConvLoadError> {
+        // Channels each layer outputs, to size the convolutions that follow.
+        let mut channels: Vec<usize> = Vec::with_capacity(config.layers.len());
+        let mut ops = Vec::with_capacity(config.layers.len());
+        let mut classes = 0;
+        for (index, layer) in config.layers.iter().enumerate() {
+            let input = channels.last().copied().unwrap_or(config.channels);
+            let (op, out) = match layer {
+                Layer::Convolutional {
+                    filters,
+                    size,
+                    stride,
+                    padding,
+                    batch_normalize,
+                    activation,
+                } => {
+                    let (weight, bias) = stream.convolution(
+                        index,
+                        *filters,
+                        input,
+                        *size,
+                        *batch_normalize,
+                        device,
+                    )?;
+                    let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+                    let pointwise = (*size == 1 && *stride == 1 && *padding == 0)
+                        .then(|| Pointwise::new(&weight, &bias, *activation))
+                        .transpose()?;
+                    let conv = Conv {
+                        weight,
+                        bias,
+                        stride: *stride,
+                        padding: *padding,
+                        act: *activation,
+                        pointwise,
+                    };
+                    (Op::Conv(conv), *filters)
+                }
+                Layer::Maxpool { size, stride } => (
+                    Op::Maxpool {
+                        size: *size,
+                        stride: *stride,
+                    },
+                    input,
+                ),
+                Layer::Route {
+                    layers,
+                    groups,
+                    group_id,
+                } => {
+                    let sum: usize = layers.iter().map(|&l| channels[l]).sum();
+                    (
+                        Op::Route {
+                            layers: layers.clone(),
+                            groups: *groups,
+                            group_id: *group_id,
+                        },
+                        sum / groups.max(&1),
+                    )
+                }
+                Layer::Upsample { stride } => (Op::Upsample(*stride), input),
+                Layer::Shortcut { from, activation } => (
+                    Op::Shortcut {
+                        from: *from,
+                        act: *activation,
+                    },
+                    input,
+                ),
+                Layer::Yolo {
+                    anchors,
+                    classes: c,
+                    scale_x_y,
+                } => {
+                    classes = *c;
+                    let flat: Vec<f32> = anchors.iter().flat_map(|&(w, h)| [w, h]).collect();
+                    let count = anchors.len();
+                    (
+                        Op::Yolo {
+                            anchors: Tensor::from_vec(flat, (1, count, 1, 2), device)?
+                                .to_dtype(dtype)?,
+                            count,
+                            classes: *c,
+                            scale_x_y: *scale_x_y,
+                        },
+                        input,
+                    )
+                }
+            };
+            channels.push(out);
+            ops.push(op);
+        }
+        let mut last_use: Vec<usize> = (0..ops.len()).collect();
+        for (index, op) in ops.iter().enumerate() {
+            let reads: Vec<usize> = match op {
+                Op::Route { layers, .. } => layers.clone(),
+                Op::Shortcut { from, .. } => vec![*from],
+                _ => Vec::new(),
+            };
+            for r in reads {
+                last_use[r] = last_use[r].max(index);
+            }
+        }
+        Ok(Self {
+            ops,
+            last_use,
+            width: config.width,
+            height: config.height,
+            classes,
+        })
+    }
+
+    /// Runs `[N, 3, H, W]` (RGB in 0..1) and returns `[N, boxes, 4 + classes]`:
+    /// centre x, centre y, width, height in input pixels, then each class's
+    /// score (objectness x class probability).
+    pub fn forward(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, _, in_h, in_w) = input.dims4()?;
+        let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(self.ops.len());
+        let mut heads = Vec::new();
+        let mut x = input.clone();
+        for (index, op) in self.ops.iter().enumerate() {
+            x = match op {
+                Op::Conv(conv) => conv.forward(&x)?,
+                Op::Maxpool { size, stride } => maxpool(&x, *size, *stride)?,
+                Op::Route {
+                    layers,
+                    groups,
+                    group_id,
+                } => {
+                    let parts: Vec<Tensor> = layers
+                        .iter()
+                        .map(|&l| {
+                            let t = outputs[l].as_ref().expect("route source kept");
+                            let c = t.dim(1)? / groups;
+                            t.narrow(1, c * group_id, c)
+                        })
+                        .collect::<candle_core::Result<_>>()?;
+                    Tensor::cat(&parts, 1)?
+                }
+                Op::Upsample(stride) => {
+                    let (_, _, h, w) = x.dims4()?;
+                    x.upsample_nearest2d(h * stride, w * stride)?
+                }
+                Op::Shortcut { from, act } => {
+                    let other = outputs[*from].as_ref().expect("shortcut source kept");
+                    act.apply_tensor((&x + other)?)?
+                }
+                Op::Yolo {
+                    anchors,
+                    count,
+                    classes,
+                    scale_x_y,
+                } => {
+                    heads.push(decode_head(
+                        &x, anchors, *count, *classes, *scale_x_y, in_w, in_h,
+                    )?);
+                    x
+                }
+            };
+            outputs.push(Some(x.clone()));
+            // Drop what no later layer reads.
+            for (i, out) in outputs.iter_mut().enumerate() {
+                if self.last_use[i] <= index && i != index {
+                    *out = None;
+                }
+            }
+        }
+        Tensor::cat(&heads, 1)
+    }
+}
+
+impl crate::yolo::YoloNetwork for DarknetNet {
+    fn forward(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        DarknetNet::forward(self, input)
+    }
+}
+
+/// Darknet's max pool: padding `size - 1`, `(size - 1) / 2` of it before;
+/// out-of-image cells never win, which edge replication reproduces.
+fn maxpool(x: &Tensor, size: usize, stride: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let pad = size - 1;
+    let before = pad / 2;
+    let span = |n: usize| {
+        let out = (n + pad - size) / stride + 1;
+        (out - 1) * stride + size
+    };
+    let after_h = (span(h)).saturating_sub(h + before);
+    let after_w = (span(w)).saturating_sub(w + before);
+    x.pad_with_same(2, before, after_h)?
+        .pad_with_same(3, before, after_w)?
+        .max_pool2d_with_stride(size, stride)
+}
+
+/// Turns one `[yolo]` layer's raw map `[N, A * (5 + C), H, W]` into rows of
+/// `(cx, cy, w, h, scores...)` in input pixels.
+fn decode_head(
+    x: &Tensor,
+    anchors: &Tensor,
+    count: usize,
+    classes: usize,
+    scale_x_y: f32,
+    in_w: usize,
+    in_h: usize,
+) -> candle_core::Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    let x = x
+        .reshape((n, count, 5 + classes, h * w))?
+        .transpose(2, 3)?
+        .contiguous()?; // [N, A, HW, 5 + C]
+    let grid: Vec<f32> = (0..h * w)
+        .flat_map(|i| [(i % w) as f32, (i / w) as f32])
+        .collect();
+    let grid = Tensor::from_vec(grid, (1, 1, h * w, 2), x.device())?.to_dtype(x.dtype())?;
+    let cell = Tensor::new(
+        &[in_w as f32 / w as f32, in_h as f32 / h as f32],
+        x.device(),
+    )?
+    .to_dtype(x.dtype())?
+    .reshape((1, 1, 1, 2))?;
+    let shift = -0.5 * (scale_x_y as f64 - 1.0);
+    let xy = sigmoid_tensor(&x.narrow(3, 0, 2)?)?
+        .affine(scale_x_y as f64, shift)?
+        .broadcast_add(&grid)?
+        .broadcast_mul(&cell)?;
+    let wh = x.narrow(3, 2, 2)?.exp()?.broadcast_mul(anchors)?;
+    let objectness = sigmoid_tensor(&x.narrow(3, 4, 1)?)?;
+    let scores = sigmoid_tensor(&x.narrow(3, 5, classes)?)?.broadcast_mul(&objectness)?;
+    Tensor::cat(&[xy, wh, scores], 3)?.reshape((n, count * h * w, 4 + classes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maxpool_stride_one_keeps_the_size_and_takes_the_right_neighbour() -> candle_core::Result<()>
+    {
+        let x = Tensor::new(&[[1f32, 5.0, 2.0], [0.0, 3.0, 9.0]], &Device::Cpu)?
+            .reshape((1, 1, 2, 3))?;
+        let y = maxpool(&x, 2, 1)?;
+        assert_eq!(y.dims(), &[1, 1, 2, 3]);
+        let want = [[5f32, 9.0, 9.0], [3.0, 9.0, 9.0]];
+        assert_eq!(y.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?, want);
+        let halved = maxpool(
+            &Tensor::ones((1, 1, 26, 26), DType::F32, &Device::Cpu)?,
+            2,
+            2,
+        )?;
+        assert_eq!(halved.dims(), &[1, 1, 13, 13]);
+        Ok(())
+    }
+
+    #[test]
+    fn head_decodes_centres_sizes_and_scores() -> candle_core::Result<()> {
+        // One anchor (20 x 10 px), one class, a 2x2 grid on a 64x64 input;
+        // all logits zero: sigmoid 0.5 puts each centre mid-cell.
+        let x = Tensor::zeros((1, 6, 2, 2), DType::F32, &Device::Cpu)?;
+        let anchors = Tensor::new(&[20f32, 10.0], &Device::Cpu)?.reshape((1, 1, 1, 2))?;
+        let rows = decode_head(&x, &anchors, 1, 1, 1.0, 64, 64)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        assert_eq!(rows[0], vec![16.0, 16.0, 20.0, 10.0, 0.25]);
+        assert_eq!(rows[3], vec![48.0, 48.0, 20.0, 10.0, 0.25]);
+        Ok(())
+    }
+}
