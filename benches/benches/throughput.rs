@@ -1,19 +1,24 @@
-//! Detector throughput per device, precision and batch size, with each
-//! reduced precision's agreement with f32 on the shared photos.
+//! Detector throughput per model, device, precision and batch size, with
+//! each reduced precision's agreement with f32 on the shared photos, and
+//! OpenCV DNN running YOLOv3-tiny on the same photos in the same run as the
+//! anchor.
 //!
 //! `cargo bench -p vigil-benches --bench throughput` runs on the CPU in
-//! f32 at batch 1 and 4. On a GPU build (`--features cuda`):
-//! `VIGIL_BENCH_DEVICE=cuda` (precisions f32,f16,bf16; batches 1..64).
-//! Override with `VIGIL_BENCH_PRECISIONS=f32,f16` and
-//! `VIGIL_BENCH_BATCHES=1,8`. `VIGIL_MODEL` names a safetensors file to use
-//! instead of importing the TF.js model from the assets.
+//! f32 at batch 1 and 4, models `ssdlite,yolov3-tiny,yolov8n,yolo11n`.
+//! On a GPU build (`--features cuda`): `VIGIL_BENCH_DEVICE=cuda`
+//! (precisions f32,f16,bf16; batches 1..64). Override with
+//! `VIGIL_BENCH_MODELS`, `VIGIL_BENCH_PRECISIONS=f32,f16` and
+//! `VIGIL_BENCH_BATCHES=1,8`. The YOLOv8/11 models carry synthetic weights
+//! (no pretrained ones can be fetched): same computation, no agreement check.
+//! The anchor needs a Python with `opencv-python-headless==4.10.0.84`
+//! (`VIGIL_OPENCV_PYTHON`, default `python3`); without it the ratio is skipped.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use vigil_inference::convert::{save_safetensors, ssdlite_tfjs};
 use vigil_inference::tfjs::TfjsGraph;
-use vigil_inference::{select_device, Detection, Detector, ImageView, Precision, SsdLiteDetector};
+use vigil_inference::{select_device, Detection, ImageView, ModelFiles, Precision};
 
 const WARMUP: usize = 3;
 const MIN_FRAMES: usize = 64;
@@ -26,10 +31,7 @@ const PHOTOS: [&str; 6] = [
     "vtest_mid.jpg",
 ];
 
-fn model_file() -> PathBuf {
-    if let Some(p) = std::env::var_os("VIGIL_MODEL") {
-        return PathBuf::from(p);
-    }
+fn ssdlite_file() -> PathBuf {
     let graph = TfjsGraph::load(
         &vigil_benches::assets().join("models/ssdlite_mobilenet_v2_coco_tfjs/model.json"),
     )
@@ -40,6 +42,27 @@ fn model_file() -> PathBuf {
     ));
     save_safetensors(&ssdlite_tfjs::import(&graph).expect("import"), &path).expect("save");
     path
+}
+
+/// The files for a benchmark model name.
+fn model_files(name: &str) -> ModelFiles {
+    match name {
+        "ssdlite" => ModelFiles::Safetensors(ssdlite_file()),
+        "yolov3-tiny" => {
+            let dir = vigil_benches::assets().join("models/yolov3_tiny_darknet");
+            ModelFiles::Darknet {
+                cfg: dir.join("yolov3-tiny.cfg"),
+                weights: dir.join("yolov3-tiny.weights"),
+                names: Some(dir.join("coco.names")),
+            }
+        }
+        other => ModelFiles::Safetensors(vigil_benches::synthetic_ultralytics(other)),
+    }
+}
+
+/// Whether the model's weights were trained (so its detections mean something).
+fn trained(name: &str) -> bool {
+    matches!(name, "ssdlite" | "yolov3-tiny")
 }
 
 fn photos() -> Vec<(usize, usize, Vec<u8>)> {
@@ -96,6 +119,7 @@ fn main() {
     let device_spec = std::env::var("VIGIL_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device = select_device(&device_spec).expect("device");
     let on_gpu = !device.is_cpu();
+    let models: Vec<String> = list("VIGIL_BENCH_MODELS", "ssdlite,yolov3-tiny,yolov8n,yolo11n");
     let precisions: Vec<String> = list(
         "VIGIL_BENCH_PRECISIONS",
         if on_gpu { "f32,f16,bf16" } else { "f32" },
@@ -104,61 +128,114 @@ fn main() {
         "VIGIL_BENCH_BATCHES",
         if on_gpu { "1,2,4,8,16,32,64" } else { "1,4" },
     );
-    let path = model_file();
     let photos = photos();
     let views: Vec<ImageView> = photos
         .iter()
         .map(|(w, h, rgb)| ImageView::new(*w, *h, rgb).unwrap())
         .collect();
-
-    println!("# SSDLite-MobileNetV2 throughput on {device_spec}\n");
-    let mut reference: Option<Vec<Vec<Detection>>> = None;
-    for name in &precisions {
-        let precision: Precision = serde_plain(name);
-        let mut detector =
-            SsdLiteDetector::load_as(&path, "ssdlite", &device, precision).expect("load");
-        detector.set_score_threshold(0.5);
-        let found: Vec<Vec<Detection>> = views
-            .iter()
-            .map(|v| detector.detect(&[*v]).expect("detect").remove(0))
-            .collect();
-        match &reference {
-            None => {
-                println!(
-                    "{name}: {} detections at score >= 0.5 on {} photos (the reference)",
-                    found.iter().map(Vec::len).sum::<usize>(),
-                    views.len()
-                );
-                reference = Some(found);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("# Detector throughput on {device_spec} ({threads} CPU threads)\n");
+    println!("| model | precision | batch | ms per batch | ms per frame | frames/s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut notes = Vec::new();
+    let mut yolov3_f32: Vec<(usize, f64)> = Vec::new();
+    for model in &models {
+        let files = model_files(model);
+        let mut reference: Option<Vec<Vec<Detection>>> = None;
+        for name in &precisions {
+            let precision: Precision = serde_plain(name);
+            let mut detector = files.load(&device, precision).expect("load");
+            detector.set_score_threshold(0.5);
+            if trained(model) {
+                let found: Vec<Vec<Detection>> = views
+                    .iter()
+                    .map(|v| detector.detect(&[*v]).expect("detect").remove(0))
+                    .collect();
+                match &reference {
+                    None => reference = Some(found),
+                    Some(r) => {
+                        let (hit, total, extra) = agreement(r, &found);
+                        notes.push(format!(
+                            "{model} {name}: finds {hit}/{total} of f32's detections (score >= 0.5), {extra} extra"
+                        ));
+                    }
+                }
             }
-            Some(r) => {
-                let (hit, total, extra) = agreement(r, &found);
+            for &batch in &batches {
+                let input: Vec<ImageView> = (0..batch).map(|i| views[i % views.len()]).collect();
+                for _ in 0..WARMUP {
+                    detector.detect(&input).expect("detect");
+                }
+                let runs = MIN_FRAMES.div_ceil(batch).max(5);
+                let started = Instant::now();
+                for _ in 0..runs {
+                    std::hint::black_box(detector.detect(&input).expect("detect"));
+                }
+                let per_batch = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+                let per_frame = per_batch / batch as f64;
                 println!(
-                    "{name}: finds {hit}/{total} of f32's detections ({:.1} %), {extra} extra",
-                    100.0 * hit as f64 / total.max(1) as f64
+                    "| {model} | {name} | {batch} | {per_batch:.2} | {per_frame:.2} | {:.1} |",
+                    1e3 / per_frame
                 );
+                if model == "yolov3-tiny" && name == "f32" {
+                    yolov3_f32.push((batch, per_frame));
+                }
             }
         }
-        println!("\n| precision | batch | ms per batch | ms per frame | frames/s |");
-        println!("| --- | --- | --- | --- | --- |");
-        for &batch in &batches {
-            let input: Vec<ImageView> = (0..batch).map(|i| views[i % views.len()]).collect();
-            for _ in 0..WARMUP {
-                detector.detect(&input).expect("detect");
-            }
-            let runs = MIN_FRAMES.div_ceil(batch).max(5);
-            let started = Instant::now();
-            for _ in 0..runs {
-                std::hint::black_box(detector.detect(&input).expect("detect"));
-            }
-            let per_batch = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    }
+    println!();
+    for n in notes {
+        println!("{n}");
+    }
+    if !yolov3_f32.is_empty() && !on_gpu {
+        opencv_anchor(&yolov3_f32);
+    }
+}
+
+/// Runs OpenCV DNN on YOLOv3-tiny at the same batch sizes and prints how
+/// many times faster candle is.
+fn opencv_anchor(ours: &[(usize, f64)]) {
+    let python = std::env::var("VIGIL_OPENCV_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench/opencv_dnn.py");
+    let batches: Vec<String> = ours.iter().map(|(b, _)| b.to_string()).collect();
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(vigil_benches::assets())
+        .arg(batches.join(","))
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
             println!(
-                "| {name} | {batch} | {per_batch:.2} | {:.2} | {:.0} |",
-                per_batch / batch as f64,
-                1e3 * batch as f64 / per_batch
+                "\nOpenCV anchor skipped: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+        Err(e) => {
+            println!("\nOpenCV anchor skipped: {python}: {e}");
+            return;
+        }
+    };
+    println!("\n| YOLOv3-tiny f32 | batch | OpenCV ms/frame | candle ms/frame | candle speed-up |");
+    println!("| --- | --- | --- | --- | --- |");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let batch = v["batch"].as_u64().unwrap_or(0) as usize;
+        let theirs = v["ms_per_frame"].as_f64().unwrap_or(f64::NAN);
+        if let Some((_, mine)) = ours.iter().find(|(b, _)| *b == batch) {
+            println!(
+                "| {} ({} threads) | {batch} | {theirs:.2} | {mine:.2} | {:.2}x |",
+                v["runtime"].as_str().unwrap_or("OpenCV"),
+                v["threads"],
+                theirs / mine
             );
         }
-        println!();
     }
 }
 

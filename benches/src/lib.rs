@@ -37,3 +37,59 @@ pub fn street_frame() -> (usize, usize, Vec<u8>) {
         vigil_ingest::decode_still(&assets().join("images/vtest_mid.jpg")).expect("decode");
     (w as usize, h as usize, rgb)
 }
+
+/// A YOLOv8/YOLO11 model (`yolov8n`, `yolo11s`, ...) with synthetic weights,
+/// laid out as the state dict the tests recorded from `ultralytics`
+/// (inference/tests/data/ultralytics), written to a temporary safetensors
+/// file. Same computation as trained weights; class biases are set low so
+/// that, as with a trained model, few boxes reach NMS.
+pub fn synthetic_ultralytics(model: &str) -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../inference/tests/data/ultralytics/{model}.json"));
+    let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (models: yolov8n, yolov8s, yolo11n, yolo11s)",
+            manifest.display()
+        )
+    });
+    let json: serde_json::Value = serde_json::from_str(&text).expect("manifest");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut uniform = move || {
+        // xorshift64*: enough for weights nobody reads.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
+    };
+    let mut tensors = std::collections::HashMap::new();
+    for entry in json["tensors"].as_array().expect("tensors") {
+        let name = entry[0].as_str().expect("name").to_string();
+        let shape: Vec<usize> = entry[1]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .map(|d| d.as_u64().expect("dim") as usize)
+            .collect();
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = if name.ends_with("running_var") || name.ends_with("bn.weight") {
+            vec![1.0; count]
+        } else if shape.len() == 4 {
+            let fan_in = (shape[1] * shape[2] * shape[3]) as f32;
+            (0..count)
+                .map(|_| uniform() * 1.7 / fan_in.sqrt())
+                .collect()
+        } else if name.contains(".cv3.") && name.ends_with(".2.bias") {
+            vec![-8.0; count]
+        } else {
+            vec![0.0; count]
+        };
+        let t = candle_core::Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+        tensors.insert(name, t);
+    }
+    let path = std::env::temp_dir().join(format!(
+        "vigil-bench-{model}-{}.safetensors",
+        std::process::id()
+    ));
+    save_safetensors(&tensors, &path).expect("save");
+    path
+}

@@ -6,10 +6,9 @@ pub mod weights;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-use crate::models::layers::{Activation, Pointwise};
-use crate::ops::{bias_activation, sigmoid_tensor};
+use crate::ops::{conv2d, max_pool, sigmoid_tensor, Activation, MaxPool};
 use crate::InferenceError;
 use cfg::{Layer, NetworkConfig};
 use weights::WeightStream;
@@ -21,17 +20,18 @@ struct Conv {
     stride: usize,
     padding: usize,
     act: Activation,
-    /// 1x1 stride-1 convolutions run as one matrix product.
-    pointwise: Option<Pointwise>,
 }
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(p) = &self.pointwise {
-            return p.forward(x);
-        }
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        bias_activation(&y, &self.bias, self.act)
+        conv2d(
+            x,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.padding,
+            self.act,
+        )
     }
 }
 
@@ -133,16 +133,12 @@ impl DarknetNet {
                         device,
                     )?;
                     let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
-                    let pointwise = (*size == 1 && *stride == 1 && *padding == 0)
-                        .then(|| Pointwise::new(&weight, &bias, *activation))
-                        .transpose()?;
                     let conv = Conv {
                         weight,
                         bias,
                         stride: *stride,
                         padding: *padding,
                         act: *activation,
-                        pointwise,
                     };
                     (Op::Conv(conv), *filters)
                 }
@@ -285,20 +281,21 @@ impl crate::yolo::YoloNetwork for DarknetNet {
 }
 
 /// Darknet's max pool: padding `size - 1`, `(size - 1) / 2` of it before;
-/// out-of-image cells never win, which edge replication reproduces.
+/// out-of-image cells never win.
 fn maxpool(x: &Tensor, size: usize, stride: usize) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let pad = size - 1;
-    let before = pad / 2;
-    let span = |n: usize| {
-        let out = (n + pad - size) / stride + 1;
-        (out - 1) * stride + size
-    };
-    let after_h = (span(h)).saturating_sub(h + before);
-    let after_w = (span(w)).saturating_sub(w + before);
-    x.pad_with_same(2, before, after_h)?
-        .pad_with_same(3, before, after_w)?
-        .max_pool2d_with_stride(size, stride)
+    let out = |n: usize| (n + pad - size) / stride + 1;
+    max_pool(
+        x,
+        MaxPool {
+            size,
+            stride,
+            before: pad / 2,
+            out_h: out(h),
+            out_w: out(w),
+        },
+    )
 }
 
 /// Turns one `[yolo]` layer's raw map `[N, A * (5 + C), H, W]` into rows of

@@ -1,10 +1,14 @@
 //! Tensor operations candle lacks or runs slowly for detection models.
 
 pub mod bias_activation;
+pub mod conv;
 pub mod depthwise;
+pub mod maxpool;
 
 pub use bias_activation::bias_activation;
+pub use conv::conv2d;
 pub use depthwise::{depthwise_conv2d, Padding};
+pub use maxpool::{max_pool, MaxPool};
 
 /// What follows a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

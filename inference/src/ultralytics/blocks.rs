@@ -6,7 +6,9 @@ use candle_core::{DType, Module, Tensor, D};
 
 use crate::models::layers::Pointwise;
 use crate::models::Weights;
-use crate::ops::{bias_activation, depthwise_conv2d, sigmoid_tensor, Activation, Padding};
+use crate::ops::{
+    conv2d, depthwise_conv2d, max_pool, sigmoid_tensor, Activation, MaxPool, Padding,
+};
 use crate::InferenceError;
 
 /// Ultralytics trains with `BatchNorm2d(eps=1e-3)`.
@@ -41,7 +43,6 @@ pub struct ConvBn {
     padding: usize,
     depthwise: bool,
     act: Activation,
-    pointwise: Option<Pointwise>,
 }
 
 impl ConvBn {
@@ -68,9 +69,6 @@ impl ConvBn {
             .broadcast_mul(&factors)?
             .to_dtype(dtype)?;
         let bias = Tensor::from_vec(bias, out, &device)?.to_dtype(dtype)?;
-        let pointwise = (k == 1 && stride == 1 && per_group > 1)
-            .then(|| Pointwise::new(&weight, &bias, act))
-            .transpose()?;
         Ok(Self {
             weight,
             bias,
@@ -79,7 +77,6 @@ impl ConvBn {
             // A [C, 1, k, k] kernel on more than one channel is DWConv.
             depthwise: per_group == 1 && out > 1,
             act,
-            pointwise,
         })
     }
 
@@ -90,9 +87,6 @@ impl ConvBn {
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(p) = &self.pointwise {
-            return p.forward(x);
-        }
         if self.depthwise {
             let p = self.padding;
             let pad = Padding {
@@ -103,8 +97,14 @@ impl Module for ConvBn {
             };
             return depthwise_conv2d(x, &self.weight, &self.bias, self.stride, pad, self.act);
         }
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        bias_activation(&y, &self.bias, self.act)
+        conv2d(
+            x,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.padding,
+            self.act,
+        )
     }
 }
 
@@ -254,12 +254,16 @@ impl Module for Sppf {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut parts = vec![self.cv1.forward(x)?];
         for _ in 0..3 {
-            // Padding by edge replication gives the max that -inf padding gives.
             let last = parts.last().expect("one part");
-            let pooled = last
-                .pad_with_same(2, 2, 2)?
-                .pad_with_same(3, 2, 2)?
-                .max_pool2d_with_stride(5, 1)?;
+            let (_, _, h, w) = last.dims4()?;
+            let pool = MaxPool {
+                size: 5,
+                stride: 1,
+                before: 2,
+                out_h: h,
+                out_w: w,
+            };
+            let pooled = max_pool(last, pool)?;
             parts.push(pooled);
         }
         self.cv2.forward(&Tensor::cat(&parts, 1)?)

@@ -1,0 +1,109 @@
+//! Max pooling with implicit padding (out-of-image cells never win), in one
+//! pass per plane. candle needs the padding materialised first and pools
+//! slowly on large maps; darknet's stride-1 pools and SPPF's 5x5 pools run
+//! on every frame.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::contiguous_f32;
+
+/// A `size` x `size` max pool; `before` cells of padding on the top and
+/// left, the output `out_h` x `out_w`.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool {
+    pub size: usize,
+    pub stride: usize,
+    pub before: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max-pool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let (oh, ow) = (self.out_h, self.out_w);
+        let mut out = vec![0f32; n * c * oh * ow];
+        // Window bounds along one axis, clipped to the image.
+        let span = |o: usize, len: usize| {
+            let start = (o * self.stride) as isize - self.before as isize;
+            let lo = start.max(0) as usize;
+            let hi = ((start + self.size as isize).max(0) as usize).min(len);
+            (lo, hi.max(lo + 1).min(len))
+        };
+        let xs: Vec<(usize, usize)> = (0..ow).map(|o| span(o, w)).collect();
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(p, dst)| {
+                let plane = &x[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    let (y0, y1) = span(oy, h);
+                    for (ox, &(x0, x1)) in xs.iter().enumerate() {
+                        let mut m = f32::NEG_INFINITY;
+                        for y in y0..y1 {
+                            for v in &plane[y * w + x0..y * w + x1] {
+                                m = m.max(*v);
+                            }
+                        }
+                        dst[oy * ow + ox] = m;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+/// Pools `x` `[N, C, H, W]`; other devices and dtypes pad by edge
+/// replication (the same maximum) and use candle's pool.
+pub fn max_pool(x: &Tensor, pool: MaxPool) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&pool);
+    }
+    let (_, _, h, w) = x.dims4()?;
+    let extent = |out: usize| (out - 1) * pool.stride + pool.size;
+    let after_h = extent(pool.out_h).saturating_sub(h + pool.before);
+    let after_w = extent(pool.out_w).saturating_sub(w + pool.before);
+    x.pad_with_same(2, pool.before, after_h)?
+        .pad_with_same(3, pool.before, after_w)?
+        .max_pool2d_with_stride(pool.size, pool.stride)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn agrees_with_padded_candle_pool() -> candle_core::Result<()> {
+        let x = Tensor::randn(0f32, 1., (2, 3, 9, 8), &Device::Cpu)?;
+        for (size, stride, before, out_h, out_w) in
+            [(2, 2, 0, 5, 4), (2, 1, 0, 9, 8), (5, 1, 2, 9, 8)]
+        {
+            let pool = MaxPool {
+                size,
+                stride,
+                before,
+                out_h,
+                out_w,
+            };
+            let ours = max_pool(&x, pool)?;
+            let extent = |out: usize| (out - 1) * stride + size;
+            let reference = x
+                .pad_with_same(2, before, extent(out_h).saturating_sub(9 + before))?
+                .pad_with_same(3, before, extent(out_w).saturating_sub(8 + before))?
+                .max_pool2d_with_stride(size, stride)?;
+            let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "size {size} stride {stride}");
+        }
+        Ok(())
+    }
+}
