@@ -90,6 +90,14 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// # Safety
+    /// `offset` must lie inside the output buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
 impl CustomOp3 for DenseConv {
     fn name(&self) -> &'static str {
         "dense-conv2d"
@@ -160,12 +168,11 @@ impl CustomOp3 for DenseConv {
                 scratch = col;
                 (scratch.as_ptr(), cols as isize)
             };
-            let out_ptr = out_ptr;
             // SAFETY: the tile's rows of image `img` lie inside `out`
             // (offset + (o - 1) * plane + cols <= len) and no other tile
             // writes them; lhs and rhs are live slices of the given shapes.
             unsafe {
-                let dst = out_ptr.0.add(img * o * plane + row0 * g.ow);
+                let dst = out_ptr.at(img * o * plane + row0 * g.ow);
                 gemm::gemm(
                     o,
                     cols,
