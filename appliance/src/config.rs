@@ -133,9 +133,13 @@ pub struct DetectorSection {
     /// `cpu`, `cuda` or `cuda:N` (needs a build with `--features cuda`).
     #[serde(default = "default_device")]
     pub device: Spanned<String>,
-    /// f32, f16 or bf16 (reduced precisions pay off on GPUs).
-    #[serde(default)]
-    pub precision: Precision,
+    /// f32, f16 or bf16 (reduced precisions pay off on GPUs; bf16 runs only there).
+    #[serde(default = "default_precision")]
+    pub precision: Spanned<Precision>,
+}
+
+fn default_precision() -> Spanned<Precision> {
+    Spanned::new(0..0, Precision::default())
 }
 
 fn default_device() -> Spanned<String> {
@@ -150,7 +154,7 @@ impl Default for DetectorSection {
             max_batch: default_max_batch(),
             max_wait_ms: default_max_wait_ms(),
             device: default_device(),
-            precision: Precision::default(),
+            precision: default_precision(),
         }
     }
 }
@@ -373,6 +377,14 @@ impl Config {
                 format!("{d:?}: use \"cpu\", \"cuda\" or \"cuda:N\""),
             ));
         }
+        let precision = &self.detector.precision;
+        if d == "cpu" && *precision.get_ref() == Precision::Bf16 {
+            return Err(fail(
+                precision.span(),
+                "detector.precision".into(),
+                "bf16 runs only on a GPU (the CPU has no bf16 matrix product); use f32 or f16 with device = \"cpu\"".into(),
+            ));
+        }
         let storage = &self.storage;
         for (name, days) in [
             ("retain_detections_days", &storage.retain_detections_days),
@@ -565,6 +577,12 @@ labels = ["person", "car"]
         );
         let e = err(&format!("{GOOD}\n[detector]\nprecision = \"int4\"\n"));
         assert_eq!(e.line, Some(15), "{e}");
+        let e = err(&format!("{GOOD}\n[detector]\nprecision = \"bf16\"\n"));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(15), Some("detector.precision")),
+            "{e}"
+        );
 
         let e = err(&GOOD.replace("127.0.0.1:9000", "localhost"));
         assert_eq!(

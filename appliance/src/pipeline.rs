@@ -53,15 +53,19 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
 
     let device = vigil_inference::select_device(config.detector.device.get_ref())?;
-    if device.is_cpu() && config.detector.precision != vigil_inference::Precision::F32 {
+    if device.is_cpu() && *config.detector.precision.get_ref() != vigil_inference::Precision::F32 {
         // Our fused CPU kernels are f32; half precision falls back to slow generic ones.
         tracing::warn!(
-            precision = ?config.detector.precision,
+            precision = ?config.detector.precision.get_ref(),
             "reduced precision on the CPU is slower than f32; use it with device = \"cuda\""
         );
     }
     let mut detector = ModelRegistry::from_env()
-        .load_as(&config.detector.model, &device, config.detector.precision)
+        .load_as(
+            &config.detector.model,
+            &device,
+            *config.detector.precision.get_ref(),
+        )
         .context("loading the detection model (run `make models` to fetch the default one)")?;
 
     let hot = Arc::new(HotStore::open(

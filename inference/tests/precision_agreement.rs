@@ -1,0 +1,129 @@
+//! Reduced precisions must find what f32 finds: mAP@0.5 of their
+//! detections, f32's taken as ground truth, >= 0.95 for f16, on the shared
+//! photos and on frames of both shared clips. (bf16 has no matrix product
+//! on the CPU; its agreement is measured on the GPU by the throughput bench.)
+
+mod common;
+
+use candle_core::Device;
+use common::{assets, JpegDecoder, Reference};
+use vigil_inference::convert::{save_safetensors, ssdlite_tfjs};
+use vigil_inference::metrics::mean_average_precision;
+use vigil_inference::tfjs::TfjsGraph;
+use vigil_inference::{Detection, Detector, ImageView, ModelFiles, Precision};
+
+const MIN_MAP: f32 = 0.95;
+/// What counts as an object in f32's output.
+const TRUTH_SCORE: f32 = 0.3;
+/// Reduced-precision detections down to this score are ranked for mAP.
+const RANKED_SCORE: f32 = 0.1;
+
+struct Image {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+/// Every `step`-th frame of a clip, decoded by the ffmpeg CLI (`make test`
+/// installs it).
+fn clip_frames(name: &str, width: usize, height: usize, step: usize) -> Vec<Image> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(assets().join("video").join(name))
+        .args([
+            "-vf",
+            &format!("select=not(mod(n\\,{step}))"),
+            "-fps_mode",
+            "passthrough",
+        ])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(width * height * 3)
+        .map(|f| Image {
+            width,
+            height,
+            rgb: f.to_vec(),
+        })
+        .collect()
+}
+
+fn images() -> Vec<Image> {
+    let photos = Reference::load("yolov3_tiny.opencv.json").photos(JpegDecoder::LibjpegTurbo);
+    let mut all: Vec<Image> = photos
+        .into_iter()
+        .map(|p| Image {
+            width: p.width,
+            height: p.height,
+            rgb: p.rgb,
+        })
+        .collect();
+    all.extend(clip_frames("vtest.avi", 768, 576, 50));
+    all.extend(clip_frames("bikes.mp4", 640, 272, 25));
+    assert!(all.len() >= 6 + 16 + 10, "{} images", all.len());
+    all
+}
+
+fn detect_all(detector: &dyn Detector, images: &[Image]) -> Vec<Vec<Detection>> {
+    images
+        .chunks(4)
+        .flat_map(|chunk| {
+            let views: Vec<ImageView> = chunk
+                .iter()
+                .map(|i| ImageView::new(i.width, i.height, &i.rgb).unwrap())
+                .collect();
+            detector.detect(&views).expect("detect")
+        })
+        .collect()
+}
+
+fn check(files: &ModelFiles, name: &str) {
+    let images = images();
+    let load = |p: Precision, score: f32| {
+        let mut d = files.load(&Device::Cpu, p).expect("load");
+        d.set_score_threshold(score);
+        d
+    };
+    let truth = detect_all(load(Precision::F32, TRUTH_SCORE).as_ref(), &images);
+    let objects: usize = truth.iter().map(Vec::len).sum();
+    assert!(
+        objects >= 50,
+        "{name}: only {objects} objects in f32's output"
+    );
+    for precision in [Precision::F16] {
+        let ranked = detect_all(load(precision, RANKED_SCORE).as_ref(), &images);
+        let map = mean_average_precision(&truth, &ranked, 0.5);
+        eprintln!(
+            "{name} {precision:?}: mAP@0.5 vs f32 = {map:.4} ({objects} f32 objects, {} images)",
+            images.len()
+        );
+        assert!(map >= MIN_MAP, "{name} {precision:?}: mAP {map}");
+    }
+}
+
+#[test]
+fn yolov3_tiny_f16_agrees_with_f32() {
+    let dir = assets().join("models/yolov3_tiny_darknet");
+    let files = ModelFiles::Darknet {
+        cfg: dir.join("yolov3-tiny.cfg"),
+        weights: dir.join("yolov3-tiny.weights"),
+        names: Some(dir.join("coco.names")),
+    };
+    check(&files, "yolov3-tiny");
+}
+
+#[test]
+fn ssdlite_f16_agrees_with_f32() {
+    let graph = TfjsGraph::load(&assets().join("models/ssdlite_mobilenet_v2_coco_tfjs/model.json"))
+        .expect("TF.js graph");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ssdlite.safetensors");
+    save_safetensors(&ssdlite_tfjs::import(&graph).expect("import"), &path).unwrap();
+    check(&ModelFiles::Safetensors(path), "ssdlite");
+}
