@@ -133,7 +133,8 @@ pub struct DetectorSection {
     /// `cpu`, `cuda` or `cuda:N` (needs a build with `--features cuda`).
     #[serde(default = "default_device")]
     pub device: Spanned<String>,
-    /// f32, f16 or bf16 (reduced precisions pay off on GPUs; bf16 runs only there).
+    /// f32, f16, bf16 or int8 (f16/bf16 pay off on GPUs, bf16 runs only
+    /// there; int8 is for CPUs with AVX-512 VNNI and YOLO models).
     #[serde(default = "default_precision")]
     pub precision: Spanned<Precision>,
 }
@@ -383,6 +384,13 @@ impl Config {
                 precision.span(),
                 "detector.precision".into(),
                 "bf16 runs only on a GPU (the CPU has no bf16 matrix product); use f32 or f16 with device = \"cpu\"".into(),
+            ));
+        }
+        if d != "cpu" && *precision.get_ref() == Precision::Int8 {
+            return Err(fail(
+                precision.span(),
+                "detector.precision".into(),
+                "int8 runs on the CPU only; use f16 with a GPU".into(),
             ));
         }
         let storage = &self.storage;

@@ -53,19 +53,25 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
 
     let device = vigil_inference::select_device(config.detector.device.get_ref())?;
-    if device.is_cpu() && *config.detector.precision.get_ref() != vigil_inference::Precision::F32 {
-        // Our fused CPU kernels are f32; half precision falls back to slow generic ones.
-        tracing::warn!(
-            precision = ?config.detector.precision.get_ref(),
-            "reduced precision on the CPU is slower than f32; use it with device = \"cuda\""
-        );
+    let precision = *config.detector.precision.get_ref();
+    match precision {
+        vigil_inference::Precision::Int8 if !vigil_inference::ops::int8::has_vnni() => {
+            anyhow::bail!(
+                "detector.precision = \"int8\" needs a CPU with AVX-512 VNNI, which this one lacks \
+                 (the portable int8 kernel is far slower than f32); use \"f32\""
+            )
+        }
+        vigil_inference::Precision::F16 | vigil_inference::Precision::Bf16 if device.is_cpu() => {
+            // Our fused CPU kernels are f32 (and int8); half precision falls back to generic ones.
+            tracing::warn!(
+                ?precision,
+                "half precision on the CPU is slower than f32; use it with device = \"cuda\""
+            );
+        }
+        _ => {}
     }
     let mut detector = ModelRegistry::from_env()
-        .load_as(
-            &config.detector.model,
-            &device,
-            *config.detector.precision.get_ref(),
-        )
+        .load_as(&config.detector.model, &device, precision)
         .context("loading the detection model (run `make models` to fetch the default one)")?;
 
     let hot = Arc::new(HotStore::open(

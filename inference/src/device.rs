@@ -14,6 +14,10 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
+    /// Dense convolutions in int8 (weights per output channel, activations
+    /// per image), everything else in f32. CPU only; fast where the CPU has
+    /// AVX-512 VNNI.
+    Int8,
 }
 
 impl Precision {
@@ -22,6 +26,7 @@ impl Precision {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,
+            Precision::Int8 => DType::F32,
         }
     }
 }

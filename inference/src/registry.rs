@@ -146,11 +146,24 @@ impl ModelFiles {
         precision: Precision,
     ) -> Result<Box<dyn Detector>, InferenceError> {
         let name = self.name();
+        if precision == Precision::Int8 && !device.is_cpu() {
+            return Err(InferenceError::Device {
+                spec: format!("{device:?}"),
+                reason: "int8 runs on the CPU only; use f16 on a GPU".into(),
+            });
+        }
         match self {
             Self::Safetensors(path) => {
                 let weights = Weights::load(path, device)?;
                 if Family::detect(&weights).is_some() {
                     return load_ultralytics(&weights, path, &name, device, precision);
+                }
+                if precision == Precision::Int8 {
+                    return Err(weights.format_error(
+                        "int8 is available for YOLO models (darknet, Ultralytics); \
+                         SSDLite runs in f32 or f16"
+                            .into(),
+                    ));
                 }
                 let weights = weights.to_dtype(precision.dtype())?;
                 Ok(Box::new(SsdLiteDetector::from_weights(
@@ -162,7 +175,7 @@ impl ModelFiles {
                 weights,
                 names,
             } => {
-                let net = DarknetNet::load(cfg, weights, device, precision.dtype())?;
+                let net = DarknetNet::load(cfg, weights, device, precision)?;
                 let labels = match names {
                     Some(path) => read_labels(path)?,
                     None => default_labels(net.classes),
@@ -198,7 +211,7 @@ fn load_ultralytics(
     device: &Device,
     precision: Precision,
 ) -> Result<Box<dyn Detector>, InferenceError> {
-    let net = UltralyticsNet::load(weights, precision.dtype())?;
+    let net = UltralyticsNet::load(weights, precision)?;
     let input = if weights.has(INPUT_SIZE_TENSOR) {
         let v = weights.get_vec(INPUT_SIZE_TENSOR)?;
         (v[0] as usize, v[1] as usize)

@@ -11,10 +11,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use vigil_inference::models::Weights;
 use vigil_inference::ultralytics::{Family, UltralyticsNet};
+use vigil_inference::Precision;
 
 const MAX_RELATIVE_ERROR: f32 = 1e-4;
 
@@ -113,7 +114,7 @@ fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
 
 fn check(model: &str, family: Family) {
     let (fixture, weights, expected) = load_fixture(model);
-    let net = UltralyticsNet::load(&weights, DType::F32).expect("load");
+    let net = UltralyticsNet::load(&weights, Precision::F32).expect("load");
     assert_eq!(net.family, family);
     assert_eq!(net.classes, fixture.outputs.classes);
     let x = input(&data().join(&fixture.input));
@@ -172,7 +173,7 @@ fn yolo11s_matches_ultralytics() {
 #[test]
 fn the_check_fails_on_a_wrong_weight() {
     let (_, weights, expected) = load_fixture("yolov8n");
-    let net = UltralyticsNet::load(&weights, DType::F32).unwrap();
+    let net = UltralyticsNet::load(&weights, Precision::F32).unwrap();
     let x = input(&data().join("bike.640.png"));
     let good = net
         .forward(&x)
@@ -195,7 +196,7 @@ fn the_check_fails_on_a_wrong_weight() {
         );
     }
     let bad_net =
-        UltralyticsNet::load(&Weights::from_map(tensors, "bad".into()), DType::F32).unwrap();
+        UltralyticsNet::load(&Weights::from_map(tensors, "bad".into()), Precision::F32).unwrap();
     let bad = bad_net
         .forward(&x)
         .unwrap()
@@ -220,7 +221,7 @@ fn the_check_fails_on_a_wrong_weight() {
 #[test]
 fn checkpoint_import_matches_ultralytics() {
     use vigil_inference::convert::{save_safetensors, ultralytics_pt};
-    use vigil_inference::{ImageView, ModelRegistry, Precision};
+    use vigil_inference::{ImageView, ModelRegistry};
 
     let checkpoint = ultralytics_pt::import(&data().join("tiny-yolov8.pt")).expect("import");
     assert_eq!(checkpoint.family, Family::YoloV8);
@@ -231,7 +232,7 @@ fn checkpoint_import_matches_ultralytics() {
     std::fs::write(dir.path().join("tiny.names"), "walker\nrider\n").unwrap();
 
     let weights = Weights::load(&path, &Device::Cpu).unwrap();
-    let net = UltralyticsNet::load(&weights, DType::F32).unwrap();
+    let net = UltralyticsNet::load(&weights, Precision::F32).unwrap();
     let rows = net
         .forward(&input(&data().join("bike.640.png")))
         .unwrap()

@@ -6,10 +6,12 @@ pub mod weights;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
+use crate::ops::int8::QuantizedConv;
 use crate::ops::{conv2d, max_pool, sigmoid_tensor, Activation, MaxPool};
 use crate::InferenceError;
+use crate::Precision;
 use cfg::{Layer, NetworkConfig};
 use weights::WeightStream;
 
@@ -20,10 +22,15 @@ struct Conv {
     stride: usize,
     padding: usize,
     act: Activation,
+    /// The int8 version, when the model runs in INT8.
+    quantized: Option<QuantizedConv>,
 }
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(q) = &self.quantized {
+            return q.forward(x);
+        }
         conv2d(
             x,
             &self.weight,
@@ -79,12 +86,12 @@ fn format_error(path: &Path, reason: impl ToString) -> InferenceError {
 }
 
 impl DarknetNet {
-    /// Reads `cfg` and `weights` and builds the network on `device` in `dtype`.
+    /// Reads `cfg` and `weights` and builds the network on `device` in `precision`.
     pub fn load(
         cfg_path: &Path,
         weights_path: &Path,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self, InferenceError> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| InferenceError::Io {
@@ -97,7 +104,7 @@ impl DarknetNet {
         let config = cfg::parse(&text).map_err(|e| format_error(cfg_path, e))?;
         let mut stream =
             WeightStream::new(&read(weights_path)?).map_err(|e| format_error(weights_path, e))?;
-        let net = Self::build(&config, &mut stream, device, dtype)
+        let net = Self::build(&config, &mut stream, device, precision)
             .map_err(|e| format_error(weights_path, e))?;
         stream.finish().map_err(|e| format_error(weights_path, e))?;
         Ok(net)
@@ -107,8 +114,9 @@ impl DarknetNet {
         config: &NetworkConfig,
         stream: &mut WeightStream,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self, weights::ConvLoadError> {
+        let dtype = precision.dtype();
         // Channels each layer outputs, to size the convolutions that follow.
         let mut channels: Vec<usize> = Vec::with_capacity(config.layers.len());
         let mut ops = Vec::with_capacity(config.layers.len());
@@ -133,12 +141,20 @@ impl DarknetNet {
                         device,
                     )?;
                     let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+                    // INT8 for the body; the RGB input layer and the layers
+                    // that feed a detection head keep f32's resolution.
+                    let feeds_head =
+                        matches!(config.layers.get(index + 1), Some(Layer::Yolo { .. }));
+                    let quantized = (precision == Precision::Int8 && input > 3 && !feeds_head)
+                        .then(|| QuantizedConv::new(&weight, &bias, *stride, *padding, *activation))
+                        .transpose()?;
                     let conv = Conv {
                         weight,
                         bias,
                         stride: *stride,
                         padding: *padding,
                         act: *activation,
+                        quantized,
                     };
                     (Op::Conv(conv), *filters)
                 }
@@ -338,6 +354,7 @@ fn decode_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn maxpool_stride_one_keeps_the_size_and_takes_the_right_neighbour() -> candle_core::Result<()>

@@ -3,6 +3,7 @@
 pub mod bias_activation;
 pub mod conv;
 pub mod depthwise;
+pub mod int8;
 pub mod maxpool;
 
 pub use bias_activation::bias_activation;

@@ -6,10 +6,12 @@ use candle_core::{DType, Module, Tensor, D};
 
 use crate::models::layers::Pointwise;
 use crate::models::Weights;
+use crate::ops::int8::QuantizedConv;
 use crate::ops::{
     conv2d, depthwise_conv2d, max_pool, sigmoid_tensor, Activation, MaxPool, Padding,
 };
 use crate::InferenceError;
+use crate::Precision;
 
 /// Ultralytics trains with `BatchNorm2d(eps=1e-3)`.
 const BN_EPSILON: f32 = 1e-3;
@@ -43,6 +45,8 @@ pub struct ConvBn {
     padding: usize,
     depthwise: bool,
     act: Activation,
+    /// The int8 version, when the model runs in INT8.
+    quantized: Option<QuantizedConv>,
 }
 
 impl ConvBn {
@@ -51,7 +55,7 @@ impl ConvBn {
         prefix: &str,
         stride: usize,
         act: Activation,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self, InferenceError> {
         let weight = w.get(&format!("{prefix}.conv.weight"))?;
         let out = weight.dim(0)?;
@@ -67,16 +71,22 @@ impl ConvBn {
         let weight = weight
             .to_dtype(DType::F32)?
             .broadcast_mul(&factors)?
-            .to_dtype(dtype)?;
-        let bias = Tensor::from_vec(bias, out, &device)?.to_dtype(dtype)?;
+            .to_dtype(precision.dtype())?;
+        let bias = Tensor::from_vec(bias, out, &device)?.to_dtype(precision.dtype())?;
+        let depthwise = per_group == 1 && out > 1;
+        // INT8 for the body; the RGB stem keeps f32's resolution.
+        let quantized = (precision == Precision::Int8 && !depthwise && per_group > 3)
+            .then(|| QuantizedConv::new(&weight, &bias, stride, k / 2, act))
+            .transpose()?;
         Ok(Self {
             weight,
             bias,
             stride,
             padding: k / 2,
             // A [C, 1, k, k] kernel on more than one channel is DWConv.
-            depthwise: per_group == 1 && out > 1,
+            depthwise,
             act,
+            quantized,
         })
     }
 
@@ -87,6 +97,9 @@ impl ConvBn {
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(q) = &self.quantized {
+            return q.forward(x);
+        }
         if self.depthwise {
             let p = self.padding;
             let pad = Padding {
@@ -108,12 +121,12 @@ impl Module for ConvBn {
     }
 }
 
-fn silu(w: &Weights, prefix: &str, dtype: DType) -> Result<ConvBn, InferenceError> {
-    ConvBn::load(w, prefix, 1, Activation::Silu, dtype)
+fn silu(w: &Weights, prefix: &str, precision: Precision) -> Result<ConvBn, InferenceError> {
+    ConvBn::load(w, prefix, 1, Activation::Silu, precision)
 }
 
-fn linear(w: &Weights, prefix: &str, dtype: DType) -> Result<ConvBn, InferenceError> {
-    ConvBn::load(w, prefix, 1, Activation::None, dtype)
+fn linear(w: &Weights, prefix: &str, precision: Precision) -> Result<ConvBn, InferenceError> {
+    ConvBn::load(w, prefix, 1, Activation::None, precision)
 }
 
 /// How many `{prefix}.{i}...` entries exist, given a suffix every one has.
@@ -131,9 +144,14 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn load(w: &Weights, p: &str, shortcut: bool, dtype: DType) -> Result<Self, InferenceError> {
-        let cv1 = silu(w, &format!("{p}.cv1"), dtype)?;
-        let cv2 = silu(w, &format!("{p}.cv2"), dtype)?;
+    fn load(
+        w: &Weights,
+        p: &str,
+        shortcut: bool,
+        precision: Precision,
+    ) -> Result<Self, InferenceError> {
+        let cv1 = silu(w, &format!("{p}.cv1"), precision)?;
+        let cv2 = silu(w, &format!("{p}.cv2"), precision)?;
         let c_in = w.get(&format!("{p}.cv1.conv.weight"))?.dim(1)?;
         let add = shortcut && c_in == cv2.out_channels();
         Ok(Self { cv1, cv2, add })
@@ -160,14 +178,19 @@ pub struct C3k {
 }
 
 impl C3k {
-    fn load(w: &Weights, p: &str, shortcut: bool, dtype: DType) -> Result<Self, InferenceError> {
+    fn load(
+        w: &Weights,
+        p: &str,
+        shortcut: bool,
+        precision: Precision,
+    ) -> Result<Self, InferenceError> {
         let m = (0..count(w, &format!("{p}.m"), ".cv1.conv.weight"))
-            .map(|i| Bottleneck::load(w, &format!("{p}.m.{i}"), shortcut, dtype))
+            .map(|i| Bottleneck::load(w, &format!("{p}.m.{i}"), shortcut, precision))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            cv1: silu(w, &format!("{p}.cv1"), dtype)?,
-            cv2: silu(w, &format!("{p}.cv2"), dtype)?,
-            cv3: silu(w, &format!("{p}.cv3"), dtype)?,
+            cv1: silu(w, &format!("{p}.cv1"), precision)?,
+            cv2: silu(w, &format!("{p}.cv2"), precision)?,
+            cv3: silu(w, &format!("{p}.cv3"), precision)?,
             m,
         })
     }
@@ -197,15 +220,15 @@ impl C2f {
         w: &Weights,
         p: &str,
         shortcut: bool,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self, InferenceError> {
         let mut m: Vec<Box<dyn Module + Send + Sync>> = Vec::new();
         for i in 0.. {
             let inner = format!("{p}.m.{i}");
             if w.has(&format!("{inner}.cv3.conv.weight")) {
-                m.push(Box::new(C3k::load(w, &inner, shortcut, dtype)?));
+                m.push(Box::new(C3k::load(w, &inner, shortcut, precision)?));
             } else if w.has(&format!("{inner}.cv1.conv.weight")) {
-                m.push(Box::new(Bottleneck::load(w, &inner, shortcut, dtype)?));
+                m.push(Box::new(Bottleneck::load(w, &inner, shortcut, precision)?));
             } else if w.has(&format!("{inner}.0.cv1.conv.weight")) {
                 return Err(w.format_error(format!(
                     "{inner}: attention blocks inside C3k2 are not supported"
@@ -215,8 +238,8 @@ impl C2f {
             }
         }
         Ok(Self {
-            cv1: silu(w, &format!("{p}.cv1"), dtype)?,
-            cv2: silu(w, &format!("{p}.cv2"), dtype)?,
+            cv1: silu(w, &format!("{p}.cv1"), precision)?,
+            cv2: silu(w, &format!("{p}.cv2"), precision)?,
             m,
         })
     }
@@ -242,10 +265,10 @@ pub struct Sppf {
 }
 
 impl Sppf {
-    pub fn load(w: &Weights, p: &str, dtype: DType) -> Result<Self, InferenceError> {
+    pub fn load(w: &Weights, p: &str, precision: Precision) -> Result<Self, InferenceError> {
         Ok(Self {
-            cv1: silu(w, &format!("{p}.cv1"), dtype)?,
-            cv2: silu(w, &format!("{p}.cv2"), dtype)?,
+            cv1: silu(w, &format!("{p}.cv1"), precision)?,
+            cv2: silu(w, &format!("{p}.cv2"), precision)?,
         })
     }
 }
@@ -288,9 +311,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(w: &Weights, p: &str, dtype: DType) -> Result<Self, InferenceError> {
-        let qkv = linear(w, &format!("{p}.qkv"), dtype)?;
-        let proj = linear(w, &format!("{p}.proj"), dtype)?;
+    fn load(w: &Weights, p: &str, precision: Precision) -> Result<Self, InferenceError> {
+        let qkv = linear(w, &format!("{p}.qkv"), precision)?;
+        let proj = linear(w, &format!("{p}.proj"), precision)?;
         let dim = proj.out_channels();
         // Ultralytics: heads = max(dim / 64, 1), key_dim = head_dim / 2.
         let heads = (dim / 64).max(1);
@@ -299,7 +322,7 @@ impl Attention {
         Ok(Self {
             qkv,
             proj,
-            pe: linear(w, &format!("{p}.pe"), dtype)?,
+            pe: linear(w, &format!("{p}.pe"), precision)?,
             heads,
             key_dim,
             head_dim,
@@ -357,20 +380,20 @@ pub struct C2Psa {
 }
 
 impl C2Psa {
-    pub fn load(w: &Weights, p: &str, dtype: DType) -> Result<Self, InferenceError> {
+    pub fn load(w: &Weights, p: &str, precision: Precision) -> Result<Self, InferenceError> {
         let m = (0..count(w, &format!("{p}.m"), ".attn.qkv.conv.weight"))
             .map(|i| {
                 let b = format!("{p}.m.{i}");
                 Ok(PsaBlock {
-                    attn: Attention::load(w, &format!("{b}.attn"), dtype)?,
-                    ffn1: silu(w, &format!("{b}.ffn.0"), dtype)?,
-                    ffn2: linear(w, &format!("{b}.ffn.1"), dtype)?,
+                    attn: Attention::load(w, &format!("{b}.attn"), precision)?,
+                    ffn1: silu(w, &format!("{b}.ffn.0"), precision)?,
+                    ffn2: linear(w, &format!("{b}.ffn.1"), precision)?,
                 })
             })
             .collect::<Result<_, InferenceError>>()?;
         Ok(Self {
-            cv1: silu(w, &format!("{p}.cv1"), dtype)?,
-            cv2: silu(w, &format!("{p}.cv2"), dtype)?,
+            cv1: silu(w, &format!("{p}.cv1"), precision)?,
+            cv2: silu(w, &format!("{p}.cv2"), precision)?,
             m,
         })
     }
@@ -398,24 +421,28 @@ struct Branch {
 }
 
 impl Branch {
-    fn load(w: &Weights, p: &str, dtype: DType) -> Result<Self, InferenceError> {
+    fn load(w: &Weights, p: &str, precision: Precision) -> Result<Self, InferenceError> {
         let mut convs = Vec::new();
         let mut stage = 0;
         loop {
             let s = format!("{p}.{stage}");
             if w.has(&format!("{s}.conv.weight")) {
-                convs.push(silu(w, &s, dtype)?);
+                convs.push(silu(w, &s, precision)?);
             } else if w.has(&format!("{s}.0.conv.weight")) {
                 for j in 0..count(w, &s, ".conv.weight") {
-                    convs.push(silu(w, &format!("{s}.{j}"), dtype)?);
+                    convs.push(silu(w, &format!("{s}.{j}"), precision)?);
                 }
             } else {
                 break;
             }
             stage += 1;
         }
-        let weight = w.get(&format!("{p}.{stage}.weight"))?.to_dtype(dtype)?;
-        let bias = w.get(&format!("{p}.{stage}.bias"))?.to_dtype(dtype)?;
+        let weight = w
+            .get(&format!("{p}.{stage}.weight"))?
+            .to_dtype(precision.dtype())?;
+        let bias = w
+            .get(&format!("{p}.{stage}.bias"))?
+            .to_dtype(precision.dtype())?;
         Ok(Self {
             convs,
             last: Pointwise::new(&weight, &bias, Activation::None)?,
@@ -443,13 +470,13 @@ pub struct Detect {
 }
 
 impl Detect {
-    pub fn load(w: &Weights, p: &str, dtype: DType) -> Result<Self, InferenceError> {
+    pub fn load(w: &Weights, p: &str, precision: Precision) -> Result<Self, InferenceError> {
         let levels = count(w, &format!("{p}.cv2"), ".0.conv.weight");
         let boxes: Vec<Branch> = (0..levels)
-            .map(|i| Branch::load(w, &format!("{p}.cv2.{i}"), dtype))
+            .map(|i| Branch::load(w, &format!("{p}.cv2.{i}"), precision))
             .collect::<Result<_, _>>()?;
         let classes: Vec<Branch> = (0..levels)
-            .map(|i| Branch::load(w, &format!("{p}.cv3.{i}"), dtype))
+            .map(|i| Branch::load(w, &format!("{p}.cv3.{i}"), precision))
             .collect::<Result<_, _>>()?;
         let bins = boxes
             .first()

@@ -4,11 +4,11 @@
 
 pub mod blocks;
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{Module, Tensor};
 
 use crate::models::Weights;
 use crate::ops::Activation;
-use crate::InferenceError;
+use crate::{InferenceError, Precision};
 use blocks::{C2Psa, C2f, ConvBn, Detect, Sppf};
 
 /// A model family of the Ultralytics detection line.
@@ -127,8 +127,8 @@ pub struct UltralyticsNet {
 
 impl UltralyticsNet {
     /// Builds the network the tensors describe; weights are folded in f32
-    /// and kept in `dtype`.
-    pub fn load(w: &Weights, dtype: DType) -> Result<Self, InferenceError> {
+    /// and kept in `precision`.
+    pub fn load(w: &Weights, precision: Precision) -> Result<Self, InferenceError> {
         let family = Family::detect(w)
             .ok_or_else(|| w.format_error("not a YOLOv8 or YOLO11 detection state dict".into()))?;
         let mut classes = 0;
@@ -139,16 +139,22 @@ impl UltralyticsNet {
             .map(|(i, node)| {
                 let p = format!("model.{i}");
                 Ok(match *node {
-                    Down => {
-                        Layer::Module(Box::new(ConvBn::load(w, &p, 2, Activation::Silu, dtype)?))
+                    Down => Layer::Module(Box::new(ConvBn::load(
+                        w,
+                        &p,
+                        2,
+                        Activation::Silu,
+                        precision,
+                    )?)),
+                    Csp { shortcut } => {
+                        Layer::Module(Box::new(C2f::load(w, &p, shortcut, precision)?))
                     }
-                    Csp { shortcut } => Layer::Module(Box::new(C2f::load(w, &p, shortcut, dtype)?)),
-                    Node::Sppf => Layer::Module(Box::new(Sppf::load(w, &p, dtype)?)),
-                    Node::C2Psa => Layer::Module(Box::new(C2Psa::load(w, &p, dtype)?)),
+                    Node::Sppf => Layer::Module(Box::new(Sppf::load(w, &p, precision)?)),
+                    Node::C2Psa => Layer::Module(Box::new(C2Psa::load(w, &p, precision)?)),
                     Upsample => Layer::Upsample,
                     ConcatWith(j) => Layer::ConcatWith(j),
                     Node::Detect(from) => {
-                        let head = Detect::load(w, &p, dtype)?;
+                        let head = Detect::load(w, &p, precision)?;
                         if head.levels() != 3 {
                             return Err(w.format_error(format!(
                                 "{p}: {} detection scales, expected 3",

@@ -1,0 +1,418 @@
+//! INT8 convolution: weights quantized per output channel (symmetric,
+//! int8), activations per image and layer (asymmetric, uint8, range taken
+//! from the data), products summed in int32 by AVX-512 VNNI's `vpdpbusd`
+//! (64 multiply-adds per instruction, four times an f32 FMA), then scaled
+//! back to f32 with the bias and activation.
+//!
+//! Why our own kernel: candle's quantized matmul (Q8_0) serves LLM
+//! matrix-vector products; on convolution-shaped products it measured 7-10x
+//! slower than candle's f32 GEMM here (docs/benchmarks.md).
+
+use candle_core::{Tensor, D};
+use rayon::prelude::*;
+
+use super::Activation;
+
+/// Output channels per micro-tile (rows of the int32 result).
+const MR: usize = 8;
+/// Output pixels per micro-tile: two 16-lane int32 vectors.
+const NR: usize = 32;
+/// Columns per parallel task.
+const TASK_COLUMNS: usize = 256;
+
+/// A dense convolution with int8 weights.
+pub struct QuantizedConv {
+    /// `[O padded to MR, K padded to 4]` int8, row-major.
+    weight: Vec<i8>,
+    /// Per output channel: f32 weight = int8 x scale.
+    scales: Vec<f32>,
+    /// Per output channel: sum of its int8 weights (for the zero point).
+    row_sums: Vec<i32>,
+    bias: Vec<f32>,
+    out_channels: usize,
+    in_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+}
+
+fn padded(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+impl QuantizedConv {
+    /// Quantizes `weight` `[O, C, K, K]` (f32) per output channel.
+    pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        padding: usize,
+        act: Activation,
+    ) -> candle_core::Result<Self> {
+        let (o, c, k, _) = weight.dims4()?;
+        let depth = c * k * k;
+        let depth4 = padded(depth, 4);
+        let rows = weight
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((o, depth))?
+            .to_vec2::<f32>()?;
+        let mut q = vec![0i8; padded(o, MR) * depth4];
+        let mut scales = vec![0f32; o];
+        let mut row_sums = vec![0i32; padded(o, MR)];
+        for (oc, row) in rows.iter().enumerate() {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scales[oc] = scale;
+            for (kk, v) in row.iter().enumerate() {
+                let qv = (v / scale).round().clamp(-127.0, 127.0) as i8;
+                q[oc * depth4 + kk] = qv;
+                row_sums[oc] += qv as i32;
+            }
+        }
+        Ok(Self {
+            weight: q,
+            scales,
+            row_sums,
+            bias: bias.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+            out_channels: o,
+            in_channels: c,
+            kernel: k,
+            stride,
+            padding,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.in_channels {
+            candle_core::bail!(
+                "int8 conv: {c} input channels, expected {}",
+                self.in_channels
+            )
+        }
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let oh = (h + 2 * p - k) / s + 1;
+        let ow = (w + 2 * p - k) / s + 1;
+        let plane = oh * ow;
+        let o = self.out_channels;
+        // The range of each image's activations.
+        let flat = x
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((n, c * h * w))?;
+        let mins = flat.min(D::Minus1)?.to_vec1::<f32>()?;
+        let maxs = flat.max(D::Minus1)?.to_vec1::<f32>()?;
+        let data = flat.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; n * o * plane];
+        for img in 0..n {
+            let (lo, hi) = (mins[img].min(0.0), maxs[img].max(0.0));
+            let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+            let zero = (-lo / x_scale).round().clamp(0.0, 255.0) as u8;
+            let image = &data[img * c * h * w..(img + 1) * c * h * w];
+            let quantized: Vec<u8> = image
+                .par_iter()
+                .map(|v| (v / x_scale + zero as f32).round().clamp(0.0, 255.0) as u8)
+                .collect();
+            let patches = self.patches(&quantized, h, w, oh, ow, zero);
+            let acc = self.multiply(&patches, padded(plane, NR));
+            let dst = &mut out[img * o * plane..(img + 1) * o * plane];
+            dst.par_chunks_mut(plane).enumerate().for_each(|(oc, row)| {
+                let scale = self.scales[oc] * x_scale;
+                let offset = zero as i32 * self.row_sums[oc];
+                let src = &acc[oc * padded(plane, NR)..];
+                for (v, a) in row.iter_mut().zip(src) {
+                    *v = (a - offset) as f32 * scale + self.bias[oc];
+                }
+                self.act.apply_slice(row);
+            });
+        }
+        Tensor::from_vec(out, (n, o, oh, ow), x.device())
+    }
+
+    /// Packs the uint8 patches as `[K/4][columns][4]`: the 4 consecutive
+    /// taps `vpdpbusd` sums, for each output pixel. Padding (outside the
+    /// image, or past the last tap or pixel) holds the zero point, which
+    /// stands for 0.0.
+    fn patches(&self, image: &[u8], h: usize, w: usize, oh: usize, ow: usize, zero: u8) -> Vec<u8> {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let depth = self.in_channels * k * k;
+        let depth4 = padded(depth, 4);
+        let columns = padded(oh * ow, NR);
+        let mut packed = vec![zero; depth4 * columns];
+        packed
+            .par_chunks_mut(columns * 4)
+            .enumerate()
+            .for_each(|(group, dst)| {
+                // The (up to) four taps this group interleaves.
+                let taps: Vec<(usize, usize, usize)> = (group * 4..(group * 4 + 4).min(depth))
+                    .map(|r| (r / (k * k), (r / k) % k, r % k))
+                    .collect();
+                // Output columns where every tap's x lies inside the image.
+                let inside = |kx: usize| {
+                    let first = p.saturating_sub(kx).div_ceil(s);
+                    let end = (w + p).saturating_sub(kx).div_ceil(s).min(ow);
+                    (first, end.max(first))
+                };
+                let (first, end) = taps.iter().fold((0, ow), |(f, e), &(_, _, kx)| {
+                    let (tf, te) = inside(kx);
+                    (f.max(tf), e.min(te))
+                });
+                // Rows above or below the image, and missing taps of the
+                // last group, read the zero point.
+                let blank = vec![zero; w];
+                let mut rows: [&[u8]; 4] = [&blank; 4];
+                let mut kxs = [p; 4];
+                for oy in 0..oh {
+                    for (lane, &(ch, ky, kx)) in taps.iter().enumerate() {
+                        let iy = (oy * s + ky) as isize - p as isize;
+                        kxs[lane] = kx;
+                        rows[lane] = if iy >= 0 && iy < h as isize {
+                            let start = ch * h * w + iy as usize * w;
+                            &image[start..start + w]
+                        } else {
+                            &blank
+                        };
+                    }
+                    let out = &mut dst[oy * ow * 4..(oy + 1) * ow * 4];
+                    let pixel = |ox: usize, lane: usize| -> u8 {
+                        let ix = (ox * s + kxs[lane]) as isize - p as isize;
+                        if ix >= 0 && (ix as usize) < w {
+                            rows[lane][ix as usize]
+                        } else {
+                            zero
+                        }
+                    };
+                    // Borders, tap by tap.
+                    for ox in (0..first.min(ow)).chain(end.max(first)..ow) {
+                        for lane in 0..4 {
+                            out[ox * 4 + lane] = pixel(ox, lane);
+                        }
+                    }
+                    // Interior: the four taps of a pixel written as one word.
+                    let count = end.saturating_sub(first);
+                    if count == 0 {
+                        continue;
+                    }
+                    let span = (count - 1) * s + 1;
+                    let src: [&[u8]; 4] = std::array::from_fn(|lane| {
+                        let base = first * s + kxs[lane] - p;
+                        &rows[lane][base..base + span]
+                    });
+                    let cells = out[first * 4..end * 4].chunks_exact_mut(4);
+                    if s == 1 {
+                        // Four streams interleaved, no index arithmetic: vectorises.
+                        let lanes = src[0].iter().zip(src[1]).zip(src[2]).zip(src[3]);
+                        for (cell, (((a, b), c), d)) in cells.zip(lanes) {
+                            cell.copy_from_slice(&[*a, *b, *c, *d]);
+                        }
+                    } else {
+                        for (i, cell) in cells.enumerate() {
+                            let x = i * s;
+                            cell.copy_from_slice(&[src[0][x], src[1][x], src[2][x], src[3][x]]);
+                        }
+                    }
+                }
+            });
+        packed
+    }
+
+    /// int32 `[O padded, columns]` = int8 weights x uint8 patches.
+    fn multiply(&self, patches: &[u8], columns: usize) -> Vec<i32> {
+        let depth4 = self.weight.len() / padded(self.out_channels, MR);
+        let rows = padded(self.out_channels, MR);
+        let mut acc = vec![0i32; rows * columns];
+        let tasks: Vec<(usize, usize)> = (0..rows / MR)
+            .flat_map(|rb| (0..columns.div_ceil(TASK_COLUMNS)).map(move |cb| (rb, cb)))
+            .collect();
+        let out = SharedOut(acc.as_mut_ptr());
+        tasks.par_iter().for_each(|&(rb, cb)| {
+            let c0 = cb * TASK_COLUMNS;
+            let c1 = (c0 + TASK_COLUMNS).min(columns);
+            for col in (c0..c1).step_by(NR) {
+                // SAFETY: each task writes rows rb*MR..+MR, columns c0..c1 only.
+                unsafe {
+                    micro_tile(
+                        &self.weight[rb * MR * depth4..(rb + 1) * MR * depth4],
+                        patches,
+                        depth4,
+                        columns,
+                        col,
+                        out.at(rb * MR * columns),
+                    )
+                };
+            }
+        });
+        acc
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SharedOut(*mut i32);
+// SAFETY: tasks write disjoint tiles.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut i32 {
+        self.0.add(offset)
+    }
+}
+
+/// `MR` rows x `NR` columns of the product, starting at column `col`;
+/// `out` points at the first of the `MR` rows (row stride `columns`).
+///
+/// # Safety
+/// `out` must be valid for `MR` rows of `columns` i32s, and only this call
+/// may write columns `col..col + NR` of them.
+unsafe fn micro_tile(
+    weights: &[i8],
+    patches: &[u8],
+    depth4: usize,
+    columns: usize,
+    col: usize,
+    out: *mut i32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if use_vnni() {
+        return vnni::micro_tile(weights, patches, depth4, columns, col, out);
+    }
+    micro_tile_scalar(weights, patches, depth4, columns, col, out)
+}
+
+/// The portable version: the same sums in plain loops over fixed-size
+/// tiles, which the compiler vectorises with whatever the target offers.
+unsafe fn micro_tile_scalar(
+    weights: &[i8],
+    patches: &[u8],
+    depth4: usize,
+    columns: usize,
+    col: usize,
+    out: *mut i32,
+) {
+    let mut acc = [[0i32; NR]; MR];
+    for g in 0..depth4 / 4 {
+        let b: &[u8] = &patches[(g * columns + col) * 4..(g * columns + col + NR) * 4];
+        for (r, row) in acc.iter_mut().enumerate() {
+            let w = &weights[r * depth4 + g * 4..r * depth4 + g * 4 + 4];
+            let (w0, w1, w2, w3) = (w[0] as i32, w[1] as i32, w[2] as i32, w[3] as i32);
+            for (j, a) in row.iter_mut().enumerate() {
+                let p = &b[j * 4..j * 4 + 4];
+                *a += w0 * p[0] as i32 + w1 * p[1] as i32 + w2 * p[2] as i32 + w3 * p[3] as i32;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * columns + col), NR);
+    }
+}
+
+/// Whether the VNNI kernel runs: the CPU has it and `VIGIL_INT8_PORTABLE`
+/// (for measuring the portable kernel) is not set.
+fn use_vnni() -> bool {
+    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USE.get_or_init(|| has_vnni() && std::env::var_os("VIGIL_INT8_PORTABLE").is_none())
+}
+
+/// Whether this CPU has the int8 dot-product instructions the fast path uses.
+pub fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn micro_tile(
+        weights: &[i8],
+        patches: &[u8],
+        depth4: usize,
+        columns: usize,
+        col: usize,
+        out: *mut i32,
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let b_base = patches.as_ptr();
+        let w_base = weights.as_ptr();
+        for g in 0..depth4 / 4 {
+            let b = b_base.add((g * columns + col) * 4);
+            let b0 = _mm512_loadu_si512(b as *const _);
+            let b1 = _mm512_loadu_si512(b.add(64) as *const _);
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                let four = (w_base.add(r * depth4 + g * 4) as *const i32).read_unaligned();
+                let a = _mm512_set1_epi32(four);
+                lanes[0] = _mm512_dpbusd_epi32(lanes[0], b0, a);
+                lanes[1] = _mm512_dpbusd_epi32(lanes[1], b1, a);
+            }
+        }
+        for (r, lanes) in acc.iter().enumerate() {
+            let dst = out.add(r * columns + col);
+            _mm512_storeu_si512(dst as *mut _, lanes[0]);
+            _mm512_storeu_si512(dst.add(16) as *mut _, lanes[1]);
+        }
+        let _ = NR;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Close to the f32 convolution (quantization error only), and the fast
+    /// kernel gives exactly the portable one's sums.
+    #[test]
+    fn close_to_f32_and_kernels_agree() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        // 3x3 and 1x1, stride 1 and 2, tap counts not a multiple of 4.
+        for (c, k, stride, padding, h, w) in [
+            (6, 3, 1, 1, 11, 9),
+            (5, 3, 2, 1, 12, 13),
+            (7, 1, 1, 0, 5, 8),
+            (3, 3, 2, 0, 9, 9),
+        ] {
+            let x = Tensor::randn(0f32, 1., (2, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 0.2, (10, c, k, k), &dev)?;
+            let b = Tensor::randn(0f32, 0.1, 10, &dev)?;
+            let q = QuantizedConv::new(&wt, &b, stride, padding, Activation::None)?;
+            let ours = q.forward(&x)?;
+            let reference = x
+                .conv2d(&wt, padding, stride, 1, 1)?
+                .broadcast_add(&b.reshape((1, 10, 1, 1))?)?;
+            assert_eq!(ours.dims(), reference.dims());
+            let err = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let range = reference.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                err < 0.03 * range,
+                "c{c} k{k} s{stride}: error {err} of range {range}"
+            );
+        }
+        let wt = Tensor::randn(0f32, 0.2, (10, 6, 3, 3), &dev)?;
+        let b = Tensor::zeros(10, candle_core::DType::F32, &dev)?;
+        let q = QuantizedConv::new(&wt, &b, 1, 1, Activation::None)?;
+
+        let depth4 = q.weight.len() / padded(10, MR);
+        let patches: Vec<u8> = (0..depth4 * 64).map(|i| (i * 37 % 256) as u8).collect();
+        let mut fast = vec![0i32; MR * 64];
+        let mut slow = vec![0i32; MR * 64];
+        unsafe {
+            micro_tile(&q.weight, &patches, depth4, 64, 32, fast.as_mut_ptr());
+            micro_tile_scalar(&q.weight, &patches, depth4, 64, 32, slow.as_mut_ptr());
+        }
+        assert_eq!(fast, slow);
+        Ok(())
+    }
+}
