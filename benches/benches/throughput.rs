@@ -135,7 +135,7 @@ fn main() {
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("# Detector throughput on {device_spec} ({threads} CPU threads)\n");
-    println!("| model | precision | batch | ms per batch | ms per frame | frames/s |");
+    println!("| model | precision | batch | ms per batch (median) | ms per frame | frames/s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut notes = Vec::new();
     let mut yolov3_f32: Vec<(usize, f64)> = Vec::new();
@@ -173,11 +173,17 @@ fn main() {
                     detector.detect(&input).expect("detect");
                 }
                 let runs = MIN_FRAMES.div_ceil(batch).max(5);
-                let started = Instant::now();
-                for _ in 0..runs {
-                    std::hint::black_box(detector.detect(&input).expect("detect"));
-                }
-                let per_batch = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+                // The median run: shared machines stall now and then, and a
+                // mean would charge the stalls to whichever row met them.
+                let mut times: Vec<f64> = (0..runs)
+                    .map(|_| {
+                        let started = Instant::now();
+                        std::hint::black_box(detector.detect(&input).expect("detect"));
+                        started.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                let per_batch = times[times.len() / 2];
                 let per_frame = per_batch / batch as f64;
                 println!(
                     "| {model} | {name} | {batch} | {per_batch:.2} | {per_frame:.2} | {:.1} |",
