@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::ops::int8::QuantizedConv;
+use crate::ops::int8::{self, QuantizedConv};
 use crate::ops::{conv2d, max_pool, sigmoid_tensor, Activation, MaxPool};
 use crate::InferenceError;
 use crate::Precision;
@@ -141,11 +141,13 @@ impl DarknetNet {
                         device,
                     )?;
                     let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
-                    // INT8 for the body; the RGB input layer and the layers
-                    // that feed a detection head keep f32's resolution.
+                    // INT8 for the deep body layers (where it pays); the
+                    // layers that feed a detection head keep f32's resolution.
                     let feeds_head =
                         matches!(config.layers.get(index + 1), Some(Layer::Yolo { .. }));
-                    let quantized = (precision == Precision::Int8 && input > 3 && !feeds_head)
+                    let quantized = (precision == Precision::Int8
+                        && int8::worth_quantizing(input, *size)
+                        && !feeds_head)
                         .then(|| QuantizedConv::new(&weight, &bias, *stride, *padding, *activation))
                         .transpose()?;
                     let conv = Conv {

@@ -20,6 +20,19 @@ const NR: usize = 32;
 /// Columns per parallel task.
 const TASK_COLUMNS: usize = 256;
 
+/// Below this many taps per output (`C x K x K`), quantizing and packing the
+/// input costs more than the int8 products save: on YOLOv3-tiny the 144-
+/// and 288-tap layers ran 2-4x slower in int8, the 1152-tap and deeper
+/// ones 2-4x faster. With 576 instead the whole model was no faster, and
+/// fewer quantized layers keep more of f32's accuracy.
+pub const MIN_INT8_DEPTH: usize = 1152;
+
+/// Whether a convolution with this many input channels and kernel size is
+/// worth running in int8.
+pub fn worth_quantizing(in_channels: usize, kernel: usize) -> bool {
+    in_channels * kernel * kernel >= MIN_INT8_DEPTH
+}
+
 /// A dense convolution with int8 weights.
 pub struct QuantizedConv {
     /// `[O padded to MR, K padded to 4]` int8, row-major.

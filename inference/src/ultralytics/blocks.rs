@@ -6,7 +6,7 @@ use candle_core::{DType, Module, Tensor, D};
 
 use crate::models::layers::Pointwise;
 use crate::models::Weights;
-use crate::ops::int8::QuantizedConv;
+use crate::ops::int8::{self, QuantizedConv};
 use crate::ops::{
     conv2d, depthwise_conv2d, max_pool, sigmoid_tensor, Activation, MaxPool, Padding,
 };
@@ -74,10 +74,11 @@ impl ConvBn {
             .to_dtype(precision.dtype())?;
         let bias = Tensor::from_vec(bias, out, &device)?.to_dtype(precision.dtype())?;
         let depthwise = per_group == 1 && out > 1;
-        // INT8 for the body; the RGB stem keeps f32's resolution.
-        let quantized = (precision == Precision::Int8 && !depthwise && per_group > 3)
-            .then(|| QuantizedConv::new(&weight, &bias, stride, k / 2, act))
-            .transpose()?;
+        // INT8 where it pays: deep layers (the stem and thin layers stay f32).
+        let quantized =
+            (precision == Precision::Int8 && !depthwise && int8::worth_quantizing(per_group, k))
+                .then(|| QuantizedConv::new(&weight, &bias, stride, k / 2, act))
+                .transpose()?;
         Ok(Self {
             weight,
             bias,
