@@ -21,8 +21,11 @@ factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
     f"( filesrc location={clip} ! qtdemux ! {parse} config-interval=-1 ! {pay} name=pay0 pt=96 )"
 )
-# One pipeline for every client, like a camera.
-factory.set_shared(True)
+# A pipeline per client, each from the start of the clip. With one shared
+# pipeline, a loaded CI runner once saw every DESCRIBE answered "503 Service
+# Unavailable" for the rest of the run (the shared media had failed), which
+# no camera does; separate pipelines cannot poison each other.
+factory.set_shared(False)
 server = GstRtspServer.RTSPServer()
 server.set_service(port)
 server.get_mount_points().add_factory("/cam", factory)
