@@ -201,6 +201,9 @@ impl ModelFiles {
 /// size `[width, height]`.
 pub const INPUT_SIZE_TENSOR: &str = "vigil.input_size";
 
+/// The largest model input side accepted from a file.
+const MAX_INPUT: usize = 8192;
+
 /// Ultralytics' default input size when the file does not say.
 const ULTRALYTICS_DEFAULT_INPUT: usize = 640;
 
@@ -213,14 +216,22 @@ fn load_ultralytics(
 ) -> Result<Box<dyn Detector>, InferenceError> {
     let net = UltralyticsNet::load(weights, precision)?;
     let input = if weights.has(INPUT_SIZE_TENSOR) {
-        let v = weights.get_vec(INPUT_SIZE_TENSOR)?;
-        (v[0] as usize, v[1] as usize)
+        match weights.get_vec(INPUT_SIZE_TENSOR)?[..] {
+            // Negative or NaN sizes become 0 here and are refused below.
+            [w, h] => (w as usize, h as usize),
+            _ => {
+                return Err(
+                    weights.format_error(format!("{INPUT_SIZE_TENSOR} must hold [width, height]"))
+                )
+            }
+        }
     } else {
         (ULTRALYTICS_DEFAULT_INPUT, ULTRALYTICS_DEFAULT_INPUT)
     };
-    if input.0 == 0 || input.1 == 0 || !input.0.is_multiple_of(32) || !input.1.is_multiple_of(32) {
+    let valid = |side: usize| (32..=MAX_INPUT).contains(&side) && side.is_multiple_of(32);
+    if !valid(input.0) || !valid(input.1) {
         return Err(weights.format_error(format!(
-            "input size {}x{} is not a multiple of 32",
+            "input size {}x{} must be multiples of 32 between 32 and {MAX_INPUT}",
             input.0, input.1
         )));
     }

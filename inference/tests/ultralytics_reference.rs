@@ -279,3 +279,29 @@ fn files_that_are_not_checkpoints_are_refused() {
         .unwrap();
     assert!(missing.to_string().contains("none.pt"), "{missing}");
 }
+
+#[test]
+fn an_absurd_input_size_in_the_file_is_refused() {
+    use vigil_inference::convert::{save_safetensors, ultralytics_pt};
+    use vigil_inference::registry::INPUT_SIZE_TENSOR;
+    use vigil_inference::ModelFiles;
+
+    let mut checkpoint = ultralytics_pt::import(&data().join("tiny-yolov8.pt")).expect("import");
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [vec![1e9f32, 640.0], vec![-640.0, 640.0], vec![640.0]] {
+        checkpoint.tensors.insert(
+            INPUT_SIZE_TENSOR.to_string(),
+            Tensor::new(bad.as_slice(), &Device::Cpu).unwrap(),
+        );
+        let path = dir.path().join("bad.safetensors");
+        save_safetensors(&checkpoint.tensors, &path).unwrap();
+        let err = ModelFiles::Safetensors(path)
+            .load(&Device::Cpu, Precision::F32)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains(INPUT_SIZE_TENSOR) || err.to_string().contains("input size"),
+            "{err}"
+        );
+    }
+}

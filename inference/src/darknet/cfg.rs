@@ -8,6 +8,14 @@ use std::collections::HashMap;
 
 use crate::ops::Activation;
 
+/// Limits far above any real network, so that a broken or hostile file is
+/// refused at load instead of failing at run time.
+const MAX_KERNEL: usize = 15;
+const MAX_STRIDE: usize = 16;
+const MAX_CHANNELS: usize = 16_384;
+const MAX_CLASSES: usize = 100_000;
+const MAX_INPUT: usize = 8_192;
+
 /// One layer of the network, in file order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
@@ -93,6 +101,20 @@ impl Section {
             }),
             None => default.ok_or_else(|| self.error(format!("missing {key}="))),
         }
+    }
+
+    /// A whole number in `1..=max` (a zero or absurd size would otherwise
+    /// surface as a division by zero or an allocation failure at run time).
+    fn count(&self, key: &str, default: Option<usize>, max: usize) -> Result<usize, CfgError> {
+        let value: usize = self.parse(key, default)?;
+        if value == 0 || value > max {
+            let line = self.raw(key).map_or(self.line, |(_, l)| l);
+            return Err(CfgError {
+                line,
+                reason: format!("{key}={value} is out of range (1..={max})"),
+            });
+        }
+        Ok(value)
     }
 
     fn list<T: std::str::FromStr>(&self, key: &str) -> Result<Vec<T>, CfgError> {
@@ -184,45 +206,55 @@ fn resolve(section: &Section, reference: i64, current: usize) -> Result<usize, C
 fn layer(section: &Section, index: usize) -> Result<Layer, CfgError> {
     Ok(match section.name.as_str() {
         "convolutional" | "conv" => {
-            let size: usize = section.parse("size", Some(1))?;
+            let size = section.count("size", Some(1), MAX_KERNEL)?;
             let pad: usize = section.parse("pad", Some(0))?;
             let padding = match section.raw("padding") {
                 Some(_) => section.parse("padding", None)?,
                 None if pad != 0 => size / 2,
                 None => 0,
             };
+            if padding > size {
+                return Err(section.error(format!("padding={padding} is wider than size={size}")));
+            }
             if section.parse::<usize>("groups", Some(1))? != 1 {
                 return Err(section.error("grouped convolutions are not supported"));
             }
             Layer::Convolutional {
-                filters: section.parse("filters", None)?,
+                filters: section.count("filters", None, MAX_CHANNELS)?,
                 size,
-                stride: section.parse("stride", Some(1))?,
+                stride: section.count("stride", Some(1), MAX_STRIDE)?,
                 padding,
                 batch_normalize: section.parse::<u8>("batch_normalize", Some(0))? != 0,
                 activation: section.activation()?,
             }
         }
         "maxpool" | "max" => {
-            let stride = section.parse("stride", Some(1))?;
+            let stride = section.count("stride", Some(1), MAX_STRIDE)?;
             Layer::Maxpool {
-                size: section.parse("size", Some(stride))?,
+                size: section.count("size", Some(stride), MAX_KERNEL)?,
                 stride,
             }
         }
         "route" => {
             let refs: Vec<i64> = section.list("layers")?;
+            if refs.is_empty() {
+                return Err(section.error("layers= names no layer"));
+            }
+            let groups = section.count("groups", Some(1), MAX_STRIDE)?;
+            if section.parse::<usize>("group_id", Some(0))? >= groups {
+                return Err(section.error(format!("group_id must be below groups={groups}")));
+            }
             Layer::Route {
                 layers: refs
                     .into_iter()
                     .map(|r| resolve(section, r, index))
                     .collect::<Result<_, _>>()?,
-                groups: section.parse("groups", Some(1))?,
+                groups: section.count("groups", Some(1), MAX_STRIDE)?,
                 group_id: section.parse("group_id", Some(0))?,
             }
         }
         "upsample" => Layer::Upsample {
-            stride: section.parse("stride", Some(2))?,
+            stride: section.count("stride", Some(2), MAX_STRIDE)?,
         },
         "shortcut" => Layer::Shortcut {
             from: resolve(section, section.parse("from", None)?, index)?,
@@ -232,6 +264,9 @@ fn layer(section: &Section, index: usize) -> Result<Layer, CfgError> {
             let all: Vec<f32> = section.list("anchors")?;
             if !all.len().is_multiple_of(2) {
                 return Err(section.error("anchors must come in width,height pairs"));
+            }
+            if all.iter().any(|a| !a.is_finite() || *a <= 0.0) {
+                return Err(section.error("anchors must be positive sizes"));
             }
             let pairs: Vec<(f32, f32)> = all.chunks_exact(2).map(|p| (p[0], p[1])).collect();
             let mask: Vec<usize> = match section.raw("mask") {
@@ -249,7 +284,7 @@ fn layer(section: &Section, index: usize) -> Result<Layer, CfgError> {
                 .collect::<Result<_, _>>()?;
             Layer::Yolo {
                 anchors,
-                classes: section.parse("classes", None)?,
+                classes: section.count("classes", None, MAX_CLASSES)?,
                 scale_x_y: section.parse("scale_x_y", Some(1.0))?,
             }
         }
@@ -267,10 +302,13 @@ pub fn parse(text: &str) -> Result<NetworkConfig, CfgError> {
     if net.name != "net" && net.name != "network" {
         return Err(net.error("the first section must be [net]"));
     }
+    if net.parse::<usize>("channels", Some(3))? != 3 {
+        return Err(net.error("only 3-channel (RGB) networks are supported"));
+    }
     let config = NetworkConfig {
-        width: net.parse("width", None)?,
-        height: net.parse("height", None)?,
-        channels: net.parse("channels", Some(3))?,
+        width: net.count("width", None, MAX_INPUT)?,
+        height: net.count("height", None, MAX_INPUT)?,
+        channels: 3,
         layers: rest
             .iter()
             .enumerate()
@@ -351,6 +389,23 @@ mod tests {
 
         let err = parse(&TINY.replace("[upsample]", "[crnn]")).unwrap_err();
         assert!(err.to_string().contains("[crnn]"), "{err}");
+
+        for (from, to) in [
+            ("size=3", "size=0"),
+            ("stride=1\npad=1", "stride=0\npad=1"),
+            ("filters=8", "filters=99999999999"),
+            ("classes=1", "classes=0"),
+            ("[upsample]\nstride=2", "[upsample]\nstride=0"),
+            ("width=64", "width=1048576"),
+            ("layers=-3", "layers=-3\ngroups=2\ngroup_id=2"),
+            ("anchors=10,14", "anchors=-10,14"),
+        ] {
+            let bad = TINY.replacen(from, to, 1);
+            assert_ne!(bad, TINY, "{from}");
+            let err = parse(&bad).expect_err(to);
+            assert!(err.line > 0, "{err}");
+        }
+        assert!(parse(&TINY.replace("height=64", "height=64\nchannels=1")).is_err());
 
         assert!(parse("").is_err());
         assert!(parse("width=3\n").is_err());
