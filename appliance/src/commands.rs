@@ -47,8 +47,14 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
         "--min-score must be between 0 and 1"
     );
     vigil_ingest::init().context("initialising ffmpeg")?;
+    if args.precision == vigil_inference::Precision::Int8 && !vigil_inference::ops::int8::has_vnni()
+    {
+        tracing::warn!(
+            "this CPU lacks AVX-512 VNNI: int8 runs a portable kernel, far slower than f32"
+        );
+    }
     let mut detector = ModelRegistry::from_env()
-        .load(&args.model, &Device::Cpu)
+        .load_as(&args.model, &Device::Cpu, args.precision)
         .context("loading the model (run `make models` to fetch the default one)")?;
     detector.set_score_threshold(args.min_score);
     let mut results = Vec::new();

@@ -95,6 +95,31 @@ fn darknet_and_ultralytics_models_are_installed_and_used_by_name() {
     for want in ["dog", "car", "truck"] {
         assert!(labels.contains(&want), "{labels:?}");
     }
+
+    // The same in int8: the same objects.
+    let (ok, out, err) = vigil(
+        &[
+            "detect",
+            "--json",
+            "--model",
+            "yolov3-tiny",
+            "--min-score",
+            "0.5",
+            "--precision",
+            "int8",
+            dog.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let int8: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let int8_labels: Vec<&str> = int8[0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(int8_labels, labels);
 }
 
 #[test]
