@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{bias_activation, contiguous_f32, Activation};
+use super::{bias_activation, contiguous_f32, inside_columns, out_size, Activation};
 
 /// Patch-matrix size aimed for per tile, in floats (about 1 MiB).
 const TILE_FLOATS: usize = 1 << 18;
@@ -57,9 +57,7 @@ impl Geometry {
         for r in 0..c * k * k {
             let (ch, ky, kx) = (r / (k * k), (r / k) % k, r % k);
             let plane = &image[ch * h * w..(ch + 1) * h * w];
-            // Output columns whose tap lands inside the image: ox*s + kx - p in 0..w.
-            let first = p.saturating_sub(kx).div_ceil(s);
-            let end = (w + p).saturating_sub(kx).div_ceil(s).min(ow);
+            let (first, end) = inside_columns(kx, s, p, w, ow);
             if first >= end {
                 continue;
             }
@@ -127,7 +125,7 @@ impl CustomOp3 for DenseConv {
                 "dense-conv2d: kernel {o}x{kc}x{k}x{k2} does not fit input {n}x{c}x{h}x{w}"
             )
         }
-        let out_size = |i: usize| (i + 2 * self.padding - k) / self.stride + 1;
+        let side = |i: usize| out_size(i, 2 * self.padding, k, self.stride);
         let g = Geometry {
             c,
             h,
@@ -135,8 +133,8 @@ impl CustomOp3 for DenseConv {
             k,
             stride: self.stride,
             padding: self.padding,
-            oh: out_size(h),
-            ow: out_size(w),
+            oh: side(h),
+            ow: side(w),
         };
         let depth = c * k * k;
         let plane = g.oh * g.ow;

@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, Activation};
+use super::{contiguous_f32, out_size, Activation};
 
 /// Zero padding on each side, as TensorFlow's `SAME` computes it (the extra
 /// row or column goes at the bottom or right).
@@ -38,11 +38,6 @@ fn same_1d(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
     let out = input.div_ceil(stride);
     let total = ((out - 1) * stride + kernel).saturating_sub(input);
     (total / 2, total - total / 2)
-}
-
-/// Output size of a convolution along one axis.
-fn out_size(input: usize, pad: usize, kernel: usize, stride: usize) -> usize {
-    (input + pad - kernel) / stride + 1
 }
 
 /// Geometry shared by every plane of one call.

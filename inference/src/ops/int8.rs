@@ -8,10 +8,10 @@
 //! matrix-vector products; on convolution-shaped products it measured 7-10x
 //! slower than candle's f32 GEMM here (docs/benchmarks.md).
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::Activation;
+use super::{inside_columns, out_size, Activation};
 
 /// Output channels per micro-tile (rows of the int32 result).
 const MR: usize = 8;
@@ -106,23 +106,27 @@ impl QuantizedConv {
             )
         }
         let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let oh = (h + 2 * p - k) / s + 1;
-        let ow = (w + 2 * p - k) / s + 1;
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("int8 conv: a {k}x{k} kernel does not fit a {h}x{w} input")
+        }
+        let oh = out_size(h, 2 * p, k, s);
+        let ow = out_size(w, 2 * p, k, s);
         let plane = oh * ow;
         let o = self.out_channels;
-        // The range of each image's activations.
-        let flat = x
+        let data = x
             .to_dtype(candle_core::DType::F32)?
-            .reshape((n, c * h * w))?;
-        let mins = flat.min(D::Minus1)?.to_vec1::<f32>()?;
-        let maxs = flat.max(D::Minus1)?.to_vec1::<f32>()?;
-        let data = flat.flatten_all()?.to_vec1::<f32>()?;
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let mut out = vec![0f32; n * o * plane];
         for img in 0..n {
-            let (lo, hi) = (mins[img].min(0.0), maxs[img].max(0.0));
+            let image = &data[img * c * h * w..(img + 1) * c * h * w];
+            // The range of this image's activations, zero always inside it.
+            let (lo, hi) = image
+                .par_iter()
+                .fold(|| (0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+                .reduce(|| (0f32, 0f32), |a, b| (a.0.min(b.0), a.1.max(b.1)));
             let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
             let zero = (-lo / x_scale).round().clamp(0.0, 255.0) as u8;
-            let image = &data[img * c * h * w..(img + 1) * c * h * w];
             let quantized: Vec<u8> = image
                 .par_iter()
                 .map(|v| (v / x_scale + zero as f32).round().clamp(0.0, 255.0) as u8)
@@ -162,14 +166,9 @@ impl QuantizedConv {
                     .map(|r| (r / (k * k), (r / k) % k, r % k))
                     .collect();
                 // Output columns where every tap's x lies inside the image.
-                let inside = |kx: usize| {
-                    let first = p.saturating_sub(kx).div_ceil(s);
-                    let end = (w + p).saturating_sub(kx).div_ceil(s).min(ow);
-                    (first, end.max(first))
-                };
                 let (first, end) = taps.iter().fold((0, ow), |(f, e), &(_, _, kx)| {
-                    let (tf, te) = inside(kx);
-                    (f.max(tf), e.min(te))
+                    let (tf, te) = inside_columns(kx, s, p, w, ow);
+                    (f.max(tf), e.min(te.max(tf)))
                 });
                 // Rows above or below the image, and missing taps of the
                 // last group, read the zero point.
@@ -413,6 +412,18 @@ mod tests {
                 "c{c} k{k} s{stride}: error {err} of range {range}"
             );
         }
+        // A kernel larger than the padded input is an error, not a panic.
+        let big = QuantizedConv::new(
+            &Tensor::ones((2, 3, 5, 5), candle_core::DType::F32, &dev)?,
+            &Tensor::zeros(2, candle_core::DType::F32, &dev)?,
+            1,
+            0,
+            Activation::None,
+        )?;
+        assert!(big
+            .forward(&Tensor::ones((1, 3, 2, 2), candle_core::DType::F32, &dev)?)
+            .is_err());
+
         let wt = Tensor::randn(0f32, 0.2, (10, 6, 3, 3), &dev)?;
         let b = Tensor::zeros(10, candle_core::DType::F32, &dev)?;
         let q = QuantizedConv::new(&wt, &b, 1, 1, Activation::None)?;

@@ -125,6 +125,30 @@ pub(crate) fn sigmoid_tensor(x: &candle_core::Tensor) -> candle_core::Result<can
     (x.neg()?.exp()? + 1.0)?.recip()
 }
 
+/// Output size of a convolution or pool along one axis, `pad` being the
+/// padding on both sides together; the kernel must fit (`input + pad >= kernel`).
+pub(crate) fn out_size(input: usize, pad: usize, kernel: usize, stride: usize) -> usize {
+    (input + pad - kernel) / stride + 1
+}
+
+/// The output columns `first..end` (of `out_width`) whose tap at kernel
+/// offset `kx` reads inside a row of `width`: `ox * stride + kx - padding`
+/// in `0..width`. Outside them the tap reads padding.
+pub(crate) fn inside_columns(
+    kx: usize,
+    stride: usize,
+    padding: usize,
+    width: usize,
+    out_width: usize,
+) -> (usize, usize) {
+    let first = padding.saturating_sub(kx).div_ceil(stride);
+    let end = (width + padding)
+        .saturating_sub(kx)
+        .div_ceil(stride)
+        .min(out_width);
+    (first, end)
+}
+
 /// The f32 contents of a contiguous CPU tensor argument, or an error naming the op.
 fn contiguous_f32<'a>(
     op: &str,
