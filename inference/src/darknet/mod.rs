@@ -6,45 +6,18 @@ pub mod weights;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Module, Tensor};
 
-use crate::ops::int8::{self, QuantizedConv};
-use crate::ops::{conv2d, max_pool, sigmoid_tensor, Activation, MaxPool};
+use crate::models::layers::FusedConv;
+use crate::ops::{max_pool, sigmoid_tensor, Activation, MaxPool};
 use crate::InferenceError;
 use crate::Precision;
 use cfg::{Layer, NetworkConfig};
 use weights::WeightStream;
 
-/// A convolution with folded batch norm.
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    padding: usize,
-    act: Activation,
-    /// The int8 version, when the model runs in INT8.
-    quantized: Option<QuantizedConv>,
-}
-
-impl Conv {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(q) = &self.quantized {
-            return q.forward(x);
-        }
-        conv2d(
-            x,
-            &self.weight,
-            &self.bias,
-            self.stride,
-            self.padding,
-            self.act,
-        )
-    }
-}
-
 /// One layer ready to run.
 enum Op {
-    Conv(Conv),
+    Conv(FusedConv),
     Maxpool {
         size: usize,
         stride: usize,
@@ -141,23 +114,17 @@ impl DarknetNet {
                         device,
                     )?;
                     let (weight, bias) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
-                    // INT8 for the deep body layers (where it pays); the
-                    // layers that feed a detection head keep f32's resolution.
+                    // The layers that feed a detection head keep f32's resolution.
                     let feeds_head =
                         matches!(config.layers.get(index + 1), Some(Layer::Yolo { .. }));
-                    let quantized = (precision == Precision::Int8
-                        && int8::worth_quantizing(input, *size)
-                        && !feeds_head)
-                        .then(|| QuantizedConv::new(&weight, &bias, *stride, *padding, *activation))
-                        .transpose()?;
-                    let conv = Conv {
+                    let conv = FusedConv::new(
                         weight,
                         bias,
-                        stride: *stride,
-                        padding: *padding,
-                        act: *activation,
-                        quantized,
-                    };
+                        *stride,
+                        *padding,
+                        *activation,
+                        precision == Precision::Int8 && !feeds_head,
+                    )?;
                     (Op::Conv(conv), *filters)
                 }
                 Layer::Maxpool { size, stride } => (

@@ -4,8 +4,9 @@
 use candle_core::{Module, Tensor};
 
 use super::Weights;
+use crate::ops::int8::{worth_quantizing, QuantizedConv};
 pub use crate::ops::Activation;
-use crate::ops::{bias_activation, depthwise_conv2d, Padding};
+use crate::ops::{bias_activation, conv2d, depthwise_conv2d, Padding};
 use crate::InferenceError;
 
 /// A 1x1 convolution run as one matrix product over all pixels.
@@ -118,5 +119,69 @@ impl Module for Conv {
             .pad_with_zeros(3, pad.left, pad.right)?;
         let y = x.conv2d(&self.weight, 0, self.stride, 1, 1)?;
         bias_activation(&y, &self.bias, self.act)
+    }
+}
+
+/// A dense convolution with symmetric padding, bias and activation fused
+/// (`ops::conv2d`), or its int8 version (`ops::int8`) where the model runs in
+/// int8 and the layer is deep enough for that to pay. Darknet's and
+/// Ultralytics' convolutions are both this.
+pub enum FusedConv {
+    Float {
+        weight: Tensor, // [O, C, K, K]
+        bias: Tensor,
+        stride: usize,
+        padding: usize,
+        act: Activation,
+    },
+    Int8(QuantizedConv),
+}
+
+impl FusedConv {
+    /// `int8`: whether this layer may run in int8 (the model runs in int8
+    /// and the layer is not one that must keep f32's resolution).
+    pub fn new(
+        weight: Tensor,
+        bias: Tensor,
+        stride: usize,
+        padding: usize,
+        act: Activation,
+        int8: bool,
+    ) -> candle_core::Result<Self> {
+        let (_, c, k, _) = weight.dims4()?;
+        if int8 && worth_quantizing(c, k) {
+            return Ok(Self::Int8(QuantizedConv::new(
+                &weight, &bias, stride, padding, act,
+            )?));
+        }
+        Ok(Self::Float {
+            weight,
+            bias,
+            stride,
+            padding,
+            act,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        match self {
+            Self::Float { weight, .. } => weight.dims()[0],
+            Self::Int8(q) => q.out_channels(),
+        }
+    }
+}
+
+impl Module for FusedConv {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Float {
+                weight,
+                bias,
+                stride,
+                padding,
+                act,
+            } => conv2d(x, weight, bias, *stride, *padding, *act),
+            Self::Int8(q) => q.forward(x),
+        }
     }
 }

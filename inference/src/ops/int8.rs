@@ -97,6 +97,10 @@ impl QuantizedConv {
         })
     }
 
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if c != self.in_channels {

@@ -4,12 +4,9 @@
 
 use candle_core::{DType, Module, Tensor, D};
 
-use crate::models::layers::Pointwise;
+use crate::models::layers::{FusedConv, Pointwise};
 use crate::models::Weights;
-use crate::ops::int8::{self, QuantizedConv};
-use crate::ops::{
-    conv2d, depthwise_conv2d, max_pool, sigmoid_tensor, Activation, MaxPool, Padding,
-};
+use crate::ops::{depthwise_conv2d, max_pool, sigmoid_tensor, Activation, MaxPool, Padding};
 use crate::InferenceError;
 use crate::Precision;
 
@@ -38,15 +35,16 @@ fn fold_batch_norm(w: &Weights, prefix: &str) -> Result<(Vec<f32>, Vec<f32>), In
 
 /// `Conv`: convolution, batch norm and SiLU, with the batch norm folded in
 /// at load. Grouped only as depthwise (`DWConv`).
-pub struct ConvBn {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    padding: usize,
-    depthwise: bool,
-    act: Activation,
-    /// The int8 version, when the model runs in INT8.
-    quantized: Option<QuantizedConv>,
+pub enum ConvBn {
+    Dense(FusedConv),
+    /// A `[C, 1, K, K]` kernel: one filter per channel.
+    Depthwise {
+        weight: Tensor,
+        bias: Tensor,
+        stride: usize,
+        padding: usize,
+        act: Activation,
+    },
 }
 
 impl ConvBn {
@@ -73,52 +71,52 @@ impl ConvBn {
             .broadcast_mul(&factors)?
             .to_dtype(precision.dtype())?;
         let bias = Tensor::from_vec(bias, out, &device)?.to_dtype(precision.dtype())?;
-        let depthwise = per_group == 1 && out > 1;
-        // INT8 where it pays: deep layers (the stem and thin layers stay f32).
-        let quantized =
-            (precision == Precision::Int8 && !depthwise && int8::worth_quantizing(per_group, k))
-                .then(|| QuantizedConv::new(&weight, &bias, stride, k / 2, act))
-                .transpose()?;
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            padding: k / 2,
-            // A [C, 1, k, k] kernel on more than one channel is DWConv.
-            depthwise,
-            act,
-            quantized,
-        })
+        let padding = k / 2;
+        // A [C, 1, k, k] kernel on more than one channel is DWConv.
+        if per_group == 1 && out > 1 {
+            return Ok(Self::Depthwise {
+                weight,
+                bias,
+                stride,
+                padding,
+                act,
+            });
+        }
+        let int8 = precision == Precision::Int8;
+        Ok(Self::Dense(FusedConv::new(
+            weight, bias, stride, padding, act, int8,
+        )?))
     }
 
     pub fn out_channels(&self) -> usize {
-        self.weight.dims()[0]
+        match self {
+            Self::Dense(conv) => conv.out_channels(),
+            Self::Depthwise { weight, .. } => weight.dims()[0],
+        }
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(q) = &self.quantized {
-            return q.forward(x);
+        match self {
+            Self::Dense(conv) => conv.forward(x),
+            Self::Depthwise {
+                weight,
+                bias,
+                stride,
+                padding,
+                act,
+            } => {
+                let p = *padding;
+                let pad = Padding {
+                    top: p,
+                    bottom: p,
+                    left: p,
+                    right: p,
+                };
+                depthwise_conv2d(x, weight, bias, *stride, pad, *act)
+            }
         }
-        if self.depthwise {
-            let p = self.padding;
-            let pad = Padding {
-                top: p,
-                bottom: p,
-                left: p,
-                right: p,
-            };
-            return depthwise_conv2d(x, &self.weight, &self.bias, self.stride, pad, self.act);
-        }
-        conv2d(
-            x,
-            &self.weight,
-            &self.bias,
-            self.stride,
-            self.padding,
-            self.act,
-        )
     }
 }
 
