@@ -176,10 +176,7 @@ impl ModelFiles {
                 names,
             } => {
                 let net = DarknetNet::load(cfg, weights, device, precision)?;
-                let labels = match names {
-                    Some(path) => read_labels(path)?,
-                    None => default_labels(net.classes),
-                };
+                let labels = labels(names.as_deref(), net.classes)?;
                 let spec = YoloSpec {
                     input: (net.width, net.height),
                     fit: Fit::Stretch,
@@ -236,11 +233,7 @@ fn load_ultralytics(
         )));
     }
     let names = path.with_extension("names");
-    let labels = if names.is_file() {
-        read_labels(&names)?
-    } else {
-        default_labels(net.classes)
-    };
+    let labels = labels(names.is_file().then_some(names.as_path()), net.classes)?;
     let spec = YoloSpec {
         input,
         fit: Fit::Letterbox,
@@ -255,8 +248,12 @@ fn load_ultralytics(
     )))
 }
 
-/// One class name per non-empty line.
-fn read_labels(path: &Path) -> Result<Vec<String>, InferenceError> {
+/// Class names from `names` (one per non-empty line), or the defaults
+/// for a model with `classes` classes.
+fn labels(names: Option<&Path>, classes: usize) -> Result<Vec<String>, InferenceError> {
+    let Some(path) = names else {
+        return Ok(default_labels(classes));
+    };
     let text = std::fs::read_to_string(path).map_err(|source| InferenceError::Io {
         path: path.to_path_buf(),
         source,
