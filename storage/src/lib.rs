@@ -8,6 +8,7 @@
 //! connections; WAL lets them read while the writer writes. Retention runs
 //! in the writer thread in small batches between commits.
 
+pub mod auth;
 pub mod hot;
 mod interrupted;
 mod migrations;
@@ -18,9 +19,10 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use auth::{AuthError, AuthStore, Scope};
 pub use hot::HotStore;
 pub use interrupted::close_interrupted_events;
-pub use reader::{DetectionQuery, EventQuery, Reader};
+pub use reader::{DetectionQuery, EventQuery, Reader, StorageUsage};
 pub use records::{
     CameraRecord, DetectionRecord, EventRecord, MinuteCount, StoredDetection, StoredEvent,
 };

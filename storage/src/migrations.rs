@@ -72,6 +72,32 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX minute_counts_by_time ON minute_counts(minute_ms);
     CREATE INDEX detections_by_label ON detections(label, frame_wall_ms);",
+    // 3: people, API tokens and browser sessions. Only hashes are stored:
+    // argon2 for passwords, SHA-256 for tokens and session ids (random and
+    // long, so a fast hash is enough). `auth_generation` changes with every
+    // write, so a running server notices a token revoked from the CLI.
+    "CREATE TABLE users (
+        name          TEXT    PRIMARY KEY,
+        password_hash TEXT    NOT NULL,
+        scope         TEXT    NOT NULL,
+        created_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE api_tokens (
+        id           TEXT    PRIMARY KEY,
+        name         TEXT    NOT NULL,
+        secret_hash  BLOB    NOT NULL,
+        scope        TEXT    NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id_hash    BLOB    PRIMARY KEY,
+        user       TEXT    NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        csrf       TEXT    NOT NULL,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE auth_generation (n INTEGER NOT NULL);
+    INSERT INTO auth_generation VALUES (0);",
 ];
 
 /// Refuses files that are not SQLite or are another program's database.

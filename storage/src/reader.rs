@@ -38,7 +38,22 @@ pub struct EventQuery {
     pub min_score: Option<f32>,
     /// Only changes after this revision: the next page.
     pub after_revision: Option<i64>,
+    /// Only changes before this revision: the previous page, for people
+    /// scrolling back in time (newest first).
+    pub before_revision: Option<i64>,
     pub limit: usize,
+}
+
+/// How much is stored.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StorageUsage {
+    pub detections: u64,
+    pub events: u64,
+    pub minute_counts: u64,
+    /// The SQLite file and its write-ahead log.
+    pub database_bytes: u64,
+    /// The redb hot store (latest detections, snapshots).
+    pub hot_bytes: u64,
 }
 
 /// A small pool of read-only connections.
@@ -139,6 +154,12 @@ impl Reader {
             "e.revision > ?"
         };
         f.add_opt(after, q.after_revision, Value::Integer);
+        let before = if q.zone.is_some() {
+            "z.revision < ?"
+        } else {
+            "e.revision < ?"
+        };
+        f.add_opt(before, q.before_revision, Value::Integer);
         let filter = f.where_clause();
         let mut args = f.args;
         let tail = q.after_revision.is_none();
@@ -199,6 +220,46 @@ impl Reader {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    /// One event by id.
+    pub fn event(&self, id: i64) -> Result<Option<StoredEvent>, StorageError> {
+        use rusqlite::OptionalExtension;
+        self.with_conn(|c| {
+            c.prepare_cached(
+                "SELECT id, revision, uid, camera, track_id, label, start_ms, end_ms,
+                        max_score, x0, y0, x1, y1, zones, snapshot
+                 FROM events WHERE id = ?1",
+            )?
+            .query_row([id], row_to_event)
+            .optional()
+        })
+    }
+
+    /// Rows per table and bytes on disk (database, its WAL, the hot store).
+    pub fn usage(&self) -> Result<StorageUsage, StorageError> {
+        let (detections, events, minute_counts) = self.with_conn(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM detections), (SELECT COUNT(*) FROM events),
+                        (SELECT COUNT(*) FROM minute_counts)",
+                [],
+                |r| {
+                    let n = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                    Ok((n(0)?, n(1)?, n(2)?))
+                },
+            )
+        })?;
+        let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        Ok(StorageUsage {
+            detections,
+            events,
+            minute_counts,
+            database_bytes: size(self.path.clone()) + size(PathBuf::from(wal)),
+            hot_bytes: size(dir.join(crate::hot::HOT_FILE)),
         })
     }
 
