@@ -47,6 +47,8 @@ pub struct Analyser {
     pub hot: Arc<HotStore>,
     pub live: Arc<LiveFrames>,
     pub stats: Arc<AnalysisStats>,
+    /// Model time per batch, for the metrics' histogram.
+    pub latency: vigil_web_ui::BatchLatency,
 }
 
 impl Analyser {
@@ -97,6 +99,7 @@ impl Analyser {
             .frames
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(elapsed);
         self.stats
             .inference_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);

@@ -40,8 +40,84 @@ pub enum Command {
     /// Install and list models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Manage the people who log in to the UI.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens for central servers and scripts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the REST API's OpenAPI 3 document (JSON).
+    Openapi,
     /// Print version and build information.
     Version,
+}
+
+/// Where the database is: the service's configuration file, or a storage
+/// directory (e.g. the demo's).
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/etc/vigil/vigil.toml"
+    )]
+    pub config: PathBuf,
+    /// The storage directory itself, instead of reading it from --config.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user or set a new password (asked for, or read from stdin).
+    Add {
+        name: String,
+        /// read (view only) or admin (may change settings, users and tokens).
+        #[arg(long, default_value = "admin")]
+        scope: String,
+        /// Read the password from the first line of stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a user and end their sessions.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is kept).
+    Create {
+        /// What it is for, e.g. the central server's name.
+        name: String,
+        /// read (poll the API) or admin (also change things).
+        #[arg(long, default_value = "read")]
+        scope: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List tokens (ids, names, scopes, last use).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a token by id; a running service refuses it within a second.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Args)]

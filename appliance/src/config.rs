@@ -47,6 +47,9 @@ pub struct Config {
     pub detector: DetectorSection,
     #[serde(default)]
     pub cameras: Vec<CameraSection>,
+    /// The file as written, for the API's view of the configuration.
+    #[serde(skip)]
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,7 +201,7 @@ pub struct CameraSection {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Spanned<String>>,
     /// Only these labels are stored, shown and tracked; empty means all.
     #[serde(default = "default_labels")]
     pub labels: Spanned<Vec<String>>,
@@ -232,7 +235,8 @@ impl CameraSection {
         match (&self.username, &self.password) {
             (None, None) => Ok(url),
             (user, pass) => {
-                url.with_credentials(user.as_deref().unwrap_or(""), pass.as_deref().unwrap_or(""))
+                let pass = pass.as_ref().map_or("", |p| p.get_ref().as_str());
+                url.with_credentials(user.as_deref().unwrap_or(""), pass)
             }
         }
     }
@@ -323,14 +327,41 @@ impl Config {
 
     /// Parses and validates `text`; `file` is only used in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             line: e.span().map(|s| line_of(text, s.start)),
             field: None,
             message: e.message().trim().to_string(),
         })?;
         config.validate(text, file)?;
+        config.text = text.to_string();
         Ok(config)
+    }
+
+    /// The configuration file as written, with camera credentials (in URLs
+    /// and `password` fields) replaced: safe to show in the UI and API.
+    pub fn redacted_toml(&self) -> String {
+        let quote = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+        for cam in &self.cameras {
+            let url = cam.url.get_ref();
+            let redacted = vigil_ingest::source::redact_credentials(url);
+            if redacted != *url {
+                edits.push((cam.url.span(), quote(&redacted)));
+            }
+            if let Some(pw) = &cam.password {
+                edits.push((pw.span(), quote("<redacted>")));
+            }
+        }
+        // From the end, so earlier spans stay valid.
+        edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
+        let mut text = self.text.clone();
+        for (span, with) in edits {
+            if span.end <= text.len() && span.start < span.end {
+                text.replace_range(span, &with);
+            }
+        }
+        text
     }
 
     fn validate(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
@@ -667,5 +698,26 @@ min_area = 0.001
         assert_eq!(e.line, Some(1));
         let e = err("[server]\nlisten = \"0.0.0.0:1\"\n");
         assert!(e.message.contains("storage"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_shown_config_keeps_its_layout_but_no_credentials() {
+        let text = "[storage]\npath = \"db\"\n\n# gate camera\n[[cameras]]\nid = \"gate\"\n\
+                    url = \"rtsp://admin:hunter22@10.0.0.5/stream\"\n\n[[cameras]]\nid = \"yard\"\n\
+                    url = \"rtsp://10.0.0.6/s\"\nusername = \"u\"\npassword = \"s3cret!\"\n";
+        let shown = Config::parse(text, Path::new("t.toml"))
+            .unwrap()
+            .redacted_toml();
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("# gate camera"), "comments stay: {shown}");
+        assert!(
+            shown.contains("url = \"rtsp://***@10.0.0.5/stream\""),
+            "{shown}"
+        );
+        assert!(shown.contains("password = \"<redacted>\""), "{shown}");
+        Config::parse(&shown, Path::new("shown.toml")).expect("still a valid config");
     }
 }

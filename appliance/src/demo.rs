@@ -27,8 +27,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let text = demo_config(&args.listen, &data.join("db"), &args.model, &clips);
     let config = Config::parse(&text, Path::new("<demo>"))?;
     println!(
-        "Vigil demo: open http://{} in a browser (Ctrl-C stops).",
-        args.listen
+        "Vigil demo: open http://{} in a browser (Ctrl-C stops).\n\
+         Log in as admin: the first start prints the password below; to set one, run\n  \
+         vigil user add admin --data {}",
+        args.listen,
+        data.join("db").display()
     );
     crate::pipeline::run(config)
 }

@@ -1,5 +1,6 @@
 //! `vigil`: the edge video analytics appliance.
 
+mod access_cmd;
 mod analyse;
 mod cli;
 mod commands;
@@ -30,6 +31,12 @@ fn main() -> ExitCode {
         Command::Detect(args) => commands::detect(args),
         Command::ImportTfjs(args) => commands::import_tfjs(args),
         Command::Model(cmd) => model_cmd::run(cmd),
+        Command::User(cmd) => access_cmd::user(cmd),
+        Command::Token(cmd) => access_cmd::token(cmd),
+        Command::Openapi => {
+            println!("{}", vigil_web_ui::openapi_json());
+            Ok(())
+        }
         Command::Version => {
             commands::version();
             Ok(())

@@ -13,8 +13,12 @@ use vigil_analytics::CameraAnalytics;
 use vigil_inference::ModelRegistry;
 use vigil_ingest::source::redact_credentials;
 use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats};
-use vigil_storage::{spawn_writer, CameraRecord, HotStore, Reader, WriteOp, WriterConfig};
-use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
+use vigil_storage::{
+    spawn_writer, AuthStore, CameraRecord, HotStore, Reader, WriteOp, WriterConfig,
+};
+use vigil_web_ui::{
+    AppState, BatchLatency, CameraStatus, InferenceStats, LiveFrames, LoginLimiter, ServerConfig,
+};
 
 use crate::analyse::{Analyser, AnalysisStats, BatchPolicy};
 use crate::config::Config;
@@ -49,6 +53,17 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         tracing::warn!(
             events = interrupted,
             "closed events left open by an unclean stop, at their camera's last detection"
+        );
+    }
+
+    let auth = Arc::new(AuthStore::open(&db)?);
+    if let Some(password) = auth.ensure_admin()? {
+        // Shown this once: only its argon2 hash is stored.
+        tracing::warn!(
+            user = "admin",
+            password = %password,
+            "first start: created the admin user; log in with this password and change it \
+             (Settings, or `vigil user add admin`)"
         );
     }
 
@@ -127,6 +142,10 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             source: redact_credentials(cam.url.get_ref()),
             detect_fps: *cam.detect_fps.get_ref(),
             stats: handle.stats.clone(),
+            zones: serde_json::json!({
+                "zones": cam.zones.get_ref(),
+                "lines": cam.lines.get_ref(),
+            }),
         });
         cameras.insert(
             id,
@@ -143,6 +162,14 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         .map(|c| c.scene().track_min_score.min(c.scene().min_score))
         .fold(*config.detector.min_score.get_ref(), f32::min);
     detector.set_score_threshold(floor);
+    let analysis_stats = Arc::new(AnalysisStats::default());
+    let batch_latency = BatchLatency::default();
+    let model = ModelSummary {
+        model: config.detector.model.clone(),
+        precision: format!("{precision:?}").to_lowercase(),
+        device: if device.is_cpu() { "cpu" } else { "cuda" }.to_string(),
+        max_batch,
+    };
     let analyser = Analyser {
         detector,
         cameras,
@@ -154,7 +181,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         store: writer.sender(),
         hot: hot.clone(),
         live: live.clone(),
-        stats: Arc::new(AnalysisStats::default()),
+        stats: analysis_stats.clone(),
+        latency: batch_latency.clone(),
     };
     let analyser = std::thread::Builder::new()
         .name("analyser".into())
@@ -166,11 +194,21 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             workers: 2,
         },
         AppState {
-            cameras: Arc::new(Directory(directory)),
+            pipeline: Arc::new(PipelineView {
+                cameras: directory,
+                model,
+                stats: analysis_stats,
+                config_toml: config.redacted_toml(),
+            }),
             live,
             reader: Arc::new(Reader::new(&db)),
             storage_health: writer.stats.clone(),
             hot,
+            auth,
+            limiter: LoginLimiter::default(),
+            secure_cookies: false,
+            started: std::time::Instant::now(),
+            batch_latency,
         },
     )?;
     Ok(Running {
@@ -203,20 +241,62 @@ struct DirectoryEntry {
     source: String,
     detect_fps: f64,
     stats: Arc<SourceStats>,
+    zones: serde_json::Value,
 }
 
-struct Directory(Vec<DirectoryEntry>);
+/// The model as configured, for the stats.
+struct ModelSummary {
+    model: String,
+    precision: String,
+    device: String,
+    max_batch: usize,
+}
 
-impl CameraDirectory for Directory {
+/// What the HTTP server may see of the running pipeline.
+struct PipelineView {
+    cameras: Vec<DirectoryEntry>,
+    model: ModelSummary,
+    stats: Arc<AnalysisStats>,
+    config_toml: String,
+}
+
+impl vigil_web_ui::Pipeline for PipelineView {
     fn cameras(&self) -> Vec<CameraStatus> {
-        self.0
+        self.cameras
             .iter()
             .map(|e| CameraStatus {
                 id: e.id.clone(),
                 source: e.source.clone(),
                 detect_fps: e.detect_fps,
                 ingest: serde_json::to_value(e.stats.snapshot()).unwrap_or_default(),
+                zones: e.zones.clone(),
             })
             .collect()
+    }
+
+    fn inference(&self) -> InferenceStats {
+        let s = &self.stats;
+        let batches = s.batches.load(Ordering::Relaxed);
+        let seconds = s.inference_us.load(Ordering::Relaxed) as f64 / 1e6;
+        InferenceStats {
+            model: self.model.model.clone(),
+            precision: self.model.precision.clone(),
+            device: self.model.device.clone(),
+            max_batch: self.model.max_batch,
+            frames: s.frames.load(Ordering::Relaxed),
+            batches,
+            errors: s.errors.load(Ordering::Relaxed),
+            inference_seconds: seconds,
+            ms_per_batch: if batches == 0 {
+                0.0
+            } else {
+                (seconds * 1e3 / batches as f64 * 100.0).round() / 100.0
+            },
+            events_opened: s.events_opened.load(Ordering::Relaxed),
+        }
+    }
+
+    fn config_toml(&self) -> String {
+        self.config_toml.clone()
     }
 }

@@ -1,9 +1,12 @@
 //! The whole appliance as a user runs it: `vigil run` on the real street
-//! clip with the real model, queried over HTTP, stopped with SIGTERM.
+//! clip with the real model, a person and a central server given access
+//! with the CLI, queried over HTTP and in a real browser, stopped with
+//! SIGTERM.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -39,19 +42,57 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The central server's read-only API token, made with `vigil token create`.
+static TOKEN: OnceLock<String> = OnceLock::new();
+
+fn authorised(url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+    ureq::get(url).header("Authorization", format!("Bearer {}", TOKEN.get().unwrap()))
+}
+
 fn get_json(url: &str) -> Option<Value> {
-    let mut res = ureq::get(url).call().ok()?;
+    let mut res = authorised(url).call().ok()?;
     serde_json::from_str(&res.body_mut().read_to_string().ok()?).ok()
 }
 
-/// What a person sees in the UI, as reported by headless Chromium driven by
-/// Playwright (`tests/support/browser`; `make test` installs it).
-fn browser_view(url: &str) -> Value {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/browser/live-view.js");
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(url)
+const PASSWORD: &str = "a long test password";
+
+/// Runs a `vigil` subcommand to completion; its stdout.
+fn vigil(args: &[&str], config: &Path, stdin: &str) -> String {
+    let mut child = Command::new(VIGIL)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "vigil {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What a person sees in the UI, page by page, as reported by headless
+/// Chromium driven by Playwright (`tests/support/browser`; `make test`
+/// installs it). Screenshots go to `VIGIL_SCREENSHOTS` when set.
+fn browser_tour(url: &str, user: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/browser/tour.js");
+    let mut cmd = Command::new("node");
+    cmd.arg(&script).args([url, user, PASSWORD]);
+    if let Some(dir) = std::env::var_os("VIGIL_SCREENSHOTS") {
+        cmd.arg(dir);
+    }
+    let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("node must be installed (make test installs it): {e}"));
     assert!(
@@ -94,6 +135,15 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     )
     .unwrap();
     drop(f);
+
+    // Access is given before the first start, so no admin password is made.
+    vigil(
+        &["user", "add", "ana", "--password-stdin"],
+        &config,
+        &format!("{PASSWORD}\n"),
+    );
+    let token = vigil(&["token", "create", "central"], &config, "");
+    TOKEN.set(token.trim().to_string()).unwrap();
 
     let child = Command::new(VIGIL)
         .args(["run", "--config"])
@@ -170,8 +220,30 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     assert_eq!(ids.len(), 10);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
+    // Nothing answers a stranger but the liveness check.
+    let stranger = ureq::get(&format!("{base}/detections")).call();
+    assert!(
+        matches!(stranger, Err(ureq::Error::StatusCode(401))),
+        "{stranger:?}"
+    );
+    let mut alive = ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        alive.body_mut().read_to_string().unwrap(),
+        r#"{"status":"ok"}"#
+    );
+    let mut metrics = authorised(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .unwrap();
+    let metrics = metrics.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("vigil_camera_frames_decoded_total{camera=\"street\"}"),
+        "{metrics}"
+    );
+
     // A hostile query gets a clear 400, not a crash.
-    let bad = ureq::get(&format!("{base}/detections?limit=99999")).call();
+    let bad = authorised(&format!("{base}/detections?limit=99999")).call();
     assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");
 
     // The live view serves a real JPEG of an analysed frame.
@@ -180,42 +252,89 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
         (snap["width"].as_u64(), snap["height"].as_u64()),
         (Some(768), Some(576))
     );
-    let mut jpeg = ureq::get(&format!("{base}/cameras/street/snapshot.jpg"))
+    let mut jpeg = authorised(&format!("{base}/cameras/street/snapshot.jpg"))
         .call()
         .unwrap();
     let bytes = jpeg.body_mut().read_to_vec().unwrap();
     assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
 
-    // A real browser renders the live view: the frame loaded, people boxed
-    // and labelled with track ids, events listed with snapshots, and the
-    // list updated by the live feed.
-    let view = browser_view(&format!("http://127.0.0.1:{port}/"));
-    assert_eq!(view["cameras"][0], "street", "{view}");
+    // A person logs in with a real browser and walks through the UI: the
+    // live view with people boxed and tracked, events with snapshots kept
+    // current by the live feed, an event's page, the camera with its
+    // counting line, the system charts, and a token made in Settings.
+    let tour = browser_tour(&format!("http://127.0.0.1:{port}/"), "ana");
+    assert_eq!(tour["appHiddenBeforeLogin"], true, "{tour}");
+    assert_eq!(tour["wrongPassword"], "wrong user name or password");
+    assert_eq!(tour["whoami"], "ana (admin)");
+    let live = &tour["live"];
+    assert_eq!(live["cameras"][0], "street", "{tour}");
     assert!(
-        view["frame"]
+        live["frame"]
             .as_str()
             .unwrap()
             .contains("/api/v1/cameras/street/snapshot.jpg?seq="),
-        "{view}"
+        "{tour}"
     );
-    let boxes: Vec<&str> = view["boxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
     assert!(
-        boxes.iter().any(|b| b.starts_with("person #")),
-        "tracked people boxed: {view}"
-    );
-    let listed = view["events"].as_array().unwrap();
-    assert!(
-        listed
+        live["boxes"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|e| e["label"] == "person" && e["snapshot"].as_str().is_some()),
-        "{view}"
+            .filter_map(Value::as_str)
+            .any(|b| b.starts_with("person #")),
+        "tracked people boxed: {tour}"
     );
-    assert_eq!(view["feed"], "· live");
+    assert!(live["events"].as_u64().unwrap() >= 1, "{tour}");
+    assert_eq!(live["feed"], "· live");
+    let timeline = tour["timeline"].as_array().unwrap();
+    assert!(
+        !timeline.is_empty() && timeline.iter().all(|l| l == "person"),
+        "{tour}"
+    );
+    assert!(tour["event"]["hash"]
+        .as_str()
+        .unwrap()
+        .starts_with("#/event/"));
+    assert!(
+        tour["event"]["snapshotWidth"].as_u64().unwrap() > 0,
+        "{tour}"
+    );
+    assert_eq!(
+        tour["camera"]["streamWidth"], 768,
+        "MJPEG frames shown: {tour}"
+    );
+    assert_eq!(tour["camera"]["lines"][0], "walkway", "{tour}");
+    assert_eq!(
+        tour["system"]["charts"].as_array().unwrap().len(),
+        5,
+        "{tour}"
+    );
+    assert!(!tour["config"].as_str().unwrap().is_empty());
+    assert_eq!(tour["loggedOut"], true);
+    // The token the browser made works for a central server, until revoked
+    // from the CLI while the service runs.
+    let made = tour["token"].as_str().unwrap().to_string();
+    let with_made = |url: &str| {
+        ureq::get(url)
+            .header("Authorization", format!("Bearer {made}"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| match e {
+                ureq::Error::StatusCode(c) => c,
+                other => panic!("{other}"),
+            })
+    };
+    assert_eq!(with_made(&format!("{base}/cameras")), 200);
+    let listed = vigil(&["token", "list"], &config, "");
+    let made_id = listed
+        .lines()
+        .find(|l| l.contains("browser-made"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("token listed: {listed}"))
+        .to_string();
+    vigil(&["token", "revoke", &made_id], &config, "");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(with_made(&format!("{base}/cameras")), 401, "revoked");
 
     // Analytics: people became tracked events with snapshots, zone visits
     // and counts; the live feed replays them.
@@ -231,7 +350,7 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     assert_eq!(event["label"], "person", "{event}");
     assert_eq!(event["zones"][0], "plaza", "{event}");
     let snapshot = event["snapshot"].as_str().expect("event snapshot");
-    let mut jpeg = ureq::get(&format!("http://127.0.0.1:{port}{snapshot}"))
+    let mut jpeg = authorised(&format!("http://127.0.0.1:{port}{snapshot}"))
         .call()
         .unwrap();
     assert_eq!(&jpeg.body_mut().read_to_vec().unwrap()[..2], &[0xFF, 0xD8]);
@@ -259,7 +378,7 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
         }),
         "live detections carry track ids"
     );
-    let feed = ureq::get(&format!("{base}/events/live?after=0"))
+    let feed = authorised(&format!("{base}/events/live?after=0"))
         .call()
         .unwrap();
     let mut first_lines = String::new();
@@ -298,6 +417,14 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(exit.success(), "exit {exit:?}\n{stderr}");
     assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    assert!(
+        !stderr.contains("created the admin user"),
+        "users existed: no password is made"
+    );
+    assert!(
+        !stderr.contains(TOKEN.get().unwrap()),
+        "tokens stay out of the log"
+    );
 
     let db = rusqlite::Connection::open(data.join("vigil.sqlite3")).unwrap();
     let count: i64 = db

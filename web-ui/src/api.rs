@@ -19,8 +19,23 @@ pub(crate) enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many failed attempts; try again in {0} s")]
+    TooManyRequests(u64),
     #[error("storage unavailable: {0}")]
     Storage(String),
+}
+
+/// Every error the API returns has this shape.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    #[schema(example = "limit must be 1..=1000")]
+    error: String,
 }
 
 impl ResponseError for ApiError {
@@ -29,18 +44,33 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::TooManyRequests(secs) = self {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(ErrorBody {
+            error: self.to_string(),
+        })
     }
 }
 
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// `2026-11-22T10:00:00.123Z` for a Unix-millisecond wall time.
-fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -77,16 +107,22 @@ fn check_camera_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) async fn cameras(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    #[derive(Serialize)]
-    struct Camera {
-        #[serde(flatten)]
-        status: crate::CameraStatus,
-        last_frame_time: Option<String>,
-        last_detection_id: Option<i64>,
-    }
+/// A camera as the API lists it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiCamera {
+    #[serde(flatten)]
+    status: crate::CameraStatus,
+    /// When the latest analysed frame was decoded.
+    last_frame_time: Option<String>,
+    /// The newest stored detection of this camera.
+    last_detection_id: Option<i64>,
+}
+
+async fn describe(
+    state: &AppState,
+    statuses: Vec<crate::CameraStatus>,
+) -> Result<Vec<ApiCamera>, ApiError> {
     let reader = state.reader.clone();
-    let statuses = state.cameras.cameras();
     let ids: Vec<String> = statuses.iter().map(|s| s.id.clone()).collect();
     let last_ids = web::block(move || {
         ids.iter()
@@ -96,10 +132,10 @@ pub(crate) async fn cameras(state: web::Data<AppState>) -> Result<HttpResponse, 
     .await
     .map_err(|e| ApiError::Storage(e.to_string()))?
     .map_err(|e| ApiError::Storage(e.to_string()))?;
-    let list: Vec<Camera> = statuses
+    Ok(statuses
         .into_iter()
         .zip(last_ids)
-        .map(|(status, last_detection_id)| Camera {
+        .map(|(status, last_detection_id)| ApiCamera {
             last_frame_time: state
                 .live
                 .latest(&status.id)
@@ -107,12 +143,43 @@ pub(crate) async fn cameras(state: web::Data<AppState>) -> Result<HttpResponse, 
             last_detection_id,
             status,
         })
-        .collect();
+        .collect())
+}
+
+/// Every camera with its state and ingest stats.
+#[utoipa::path(get, path = "/api/v1/cameras", tag = "cameras",
+    responses((status = 200, body = Vec<ApiCamera>), (status = 401, body = ErrorBody)))]
+pub(crate) async fn cameras(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let list = describe(&state, state.pipeline.cameras()).await?;
     Ok(HttpResponse::Ok().json(list))
 }
 
-#[derive(Debug, Deserialize)]
+/// One camera.
+#[utoipa::path(get, path = "/api/v1/cameras/{id}", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id")),
+    responses((status = 200, body = ApiCamera), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn camera(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_camera_id(&id)?;
+    let found: Vec<_> = state
+        .pipeline
+        .cameras()
+        .into_iter()
+        .filter(|c| c.id == *id)
+        .collect();
+    if found.is_empty() {
+        return Err(ApiError::NotFound(format!("no camera {id:?}")));
+    }
+    let mut list = describe(&state, found).await?;
+    Ok(HttpResponse::Ok().json(list.remove(0)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DetectionParams {
     camera: Option<String>,
     label: Option<String>,
@@ -122,8 +189,8 @@ pub(crate) struct DetectionParams {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct ApiDetection {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiDetection {
     id: i64,
     camera: String,
     frame_seq: u64,
@@ -138,8 +205,8 @@ struct ApiDetection {
 }
 
 /// One page of detections; pass `next_after` as `after` to get the next.
-#[derive(Serialize)]
-struct DetectionPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct DetectionPage {
     detections: Vec<ApiDetection>,
     next_after: Option<i64>,
 }
@@ -160,6 +227,10 @@ impl From<StoredDetection> for ApiDetection {
     }
 }
 
+/// Detections, oldest first; without a cursor the newest `limit`.
+#[utoipa::path(get, path = "/api/v1/detections", tag = "history", params(DetectionParams),
+    responses((status = 200, body = DetectionPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub(crate) async fn detections(
     state: web::Data<AppState>,
     params: web::Query<DetectionParams>,
@@ -200,8 +271,9 @@ pub(crate) struct SeqParam {
     seq: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventParams {
     camera: Option<String>,
     label: Option<String>,
@@ -211,12 +283,15 @@ pub(crate) struct EventParams {
     /// Events that started before this time.
     to: Option<String>,
     min_score: Option<f32>,
-    /// A revision cursor: only changes after it.
+    /// A revision cursor: only changes after it, oldest first (pollers).
     after: Option<i64>,
+    /// Only changes before this revision: the newest `limit` of them (people
+    /// scrolling back).
+    before: Option<i64>,
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ApiEvent {
     id: i64,
     revision: i64,
@@ -255,8 +330,8 @@ impl From<StoredEvent> for ApiEvent {
 
 /// One page of events; pass `next_after` as `after` to get the next. Every
 /// change of an event (opened, updated, closed) comes once, in order.
-#[derive(Serialize)]
-struct EventPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct EventPage {
     events: Vec<ApiEvent>,
     next_after: Option<i64>,
 }
@@ -280,6 +355,10 @@ fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
+/// Event changes in revision order: each opening, update and close once.
+#[utoipa::path(get, path = "/api/v1/events", tag = "history", params(EventParams),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub(crate) async fn events(
     state: web::Data<AppState>,
     params: web::Query<EventParams>,
@@ -310,8 +389,10 @@ pub(crate) fn event_query(p: EventParams) -> Result<EventQuery, ApiError> {
             "min_score must be between 0 and 1".into(),
         ));
     }
-    if p.after.is_some_and(|a| a < 0) {
-        return Err(ApiError::BadRequest("after must be a revision >= 0".into()));
+    if p.after.is_some_and(|a| a < 0) || p.before.is_some_and(|b| b < 0) {
+        return Err(ApiError::BadRequest(
+            "after and before must be revisions >= 0".into(),
+        ));
     }
     let query = EventQuery {
         camera: p.camera,
@@ -321,13 +402,15 @@ pub(crate) fn event_query(p: EventParams) -> Result<EventQuery, ApiError> {
         start_to_ms: p.to.as_deref().map(parse_time_ms).transpose()?,
         min_score: p.min_score,
         after_revision: p.after,
+        before_revision: p.before,
         limit: check_limit(p.limit)?,
     };
     Ok(query)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CountParams {
     camera: String,
     from: Option<String>,
@@ -335,15 +418,16 @@ pub(crate) struct CountParams {
 }
 
 /// Per-minute counts of one camera; the last 24 hours unless told otherwise.
+#[utoipa::path(get, path = "/api/v1/counts", tag = "history", params(CountParams),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub(crate) async fn counts(
     state: web::Data<AppState>,
     params: web::Query<CountParams>,
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
     check_camera_id(&p.camera)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = now_ms();
     let to =
         p.to.as_deref()
             .map(parse_time_ms)
@@ -383,15 +467,20 @@ pub(crate) async fn counts(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "camera": p.camera, "counts": counts })))
 }
 
-fn known_camera(state: &AppState, id: &str) -> Result<(), ApiError> {
+pub(crate) fn known_camera(state: &AppState, id: &str) -> Result<(), ApiError> {
     check_camera_id(id)?;
-    if state.cameras.cameras().iter().any(|c| c.id == id) {
+    if state.pipeline.cameras().iter().any(|c| c.id == id) {
         Ok(())
     } else {
         Err(ApiError::NotFound(format!("no camera {id:?}")))
     }
 }
 
+/// The latest analysed frame's detections (after a restart: the last ones stored).
+#[utoipa::path(get, path = "/api/v1/cameras/{id}/snapshot", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub(crate) async fn snapshot(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -452,6 +541,12 @@ pub(crate) async fn snapshot(
     )))
 }
 
+/// The frame those detections came from (`seq` picks one of the last two), without boxes.
+#[utoipa::path(get, path = "/api/v1/cameras/{id}/snapshot.jpg", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id"),
+        ("seq" = Option<u64>, Query, description = "Frame number from /snapshot")),
+    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn snapshot_jpeg(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -474,25 +569,32 @@ pub(crate) async fn snapshot_jpeg(
         .body(jpeg))
 }
 
-/// `ok`, or `degraded` (still answering) when storage cannot write.
-pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let storage = state.storage_health.health();
-    let status = if state.storage_health.is_failing() {
-        "degraded"
-    } else {
-        "ok"
-    };
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": status,
-        "time": rfc3339_ms(now),
-        "storage": storage,
-    }))
+/// One event by id.
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "history",
+    params(("id" = i64, Path, description = "Event id")),
+    responses((status = 200, body = ApiEvent), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn event(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let reader = state.reader.clone();
+    let found = web::block(move || reader.event(id))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no event {id} (retention may have removed it)"))
+        })?;
+    Ok(HttpResponse::Ok().json(ApiEvent::from(found)))
 }
 
-/// An event snapshot from the hot store.
+/// An event's snapshot JPEG from the hot store.
+#[utoipa::path(get, path = "/api/v1/snapshots/{key}.jpg", tag = "history",
+    params(("key" = u64, Path, description = "From an event's `snapshot` link")),
+    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn event_snapshot(
     state: web::Data<AppState>,
     key: web::Path<u64>,

@@ -1,18 +1,30 @@
 //! Vigil's HTTP side: the REST API under `/api/v1`, the embedded browser UI,
-//! and the live view of each camera. It only reads: detections come from
-//! storage's read-only connections, live frames from [`LiveFrames`].
+//! the live view of each camera, health, metrics and the OpenAPI document.
+//! Every route but `/healthz`, logging in and the static UI shell needs a
+//! session or an API token ([`auth`]). Detections come from storage's
+//! read-only connections, live frames from [`LiveFrames`].
 
+mod admin;
 mod api;
 mod assets;
+mod auth;
 pub mod live;
+mod login;
+pub mod metrics;
+mod openapi;
 mod server;
 mod sse;
+mod stats;
+mod stream;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
 pub use live::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
+pub use login::LoginLimiter;
+pub use metrics::BatchLatency;
+pub use openapi::openapi_json;
 pub use server::{start, ServerConfig, ServerHandle};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,31 +35,67 @@ pub enum WebError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// What the API says about one camera.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CameraStatus {
     pub id: String,
     /// The source with any credentials removed.
     pub source: String,
     pub detect_fps: f64,
     /// Ingest state and counters, as the ingest side reports them.
+    #[schema(value_type = Object)]
     pub ingest: serde_json::Value,
+    /// Zones as polygons in frame pixels, for drawing over the live view.
+    #[schema(value_type = Object)]
+    pub zones: serde_json::Value,
 }
 
-/// The appliance tells the server which cameras exist and how they are doing.
-pub trait CameraDirectory: Send + Sync {
+/// The model side of the pipeline, as the stats and metrics report it.
+/// Counters are totals since start: clients take differences for rates.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct InferenceStats {
+    pub model: String,
+    pub precision: String,
+    pub device: String,
+    pub max_batch: usize,
+    pub frames: u64,
+    pub batches: u64,
+    pub errors: u64,
+    /// Time spent in the model, all batches together.
+    pub inference_seconds: f64,
+    /// Model time per batch, averaged since start.
+    pub ms_per_batch: f64,
+    pub events_opened: u64,
+}
+
+/// The appliance tells the server which cameras exist and how the pipeline
+/// is doing.
+pub trait Pipeline: Send + Sync {
     fn cameras(&self) -> Vec<CameraStatus>;
+    fn inference(&self) -> InferenceStats;
+    /// The running configuration as TOML, credentials removed.
+    fn config_toml(&self) -> String;
 }
 
 /// Everything the handlers read.
 pub struct AppState {
-    pub cameras: Arc<dyn CameraDirectory>,
+    pub pipeline: Arc<dyn Pipeline>,
     pub live: Arc<LiveFrames>,
     pub reader: Arc<vigil_storage::Reader>,
-    /// The storage writer's state, for `/health`.
+    /// The storage writer's state, for `/readyz` and the stats.
     pub storage_health: Arc<vigil_storage::WriterStats>,
     /// Snapshot JPEGs of events.
     pub hot: Arc<vigil_storage::HotStore>,
+    /// Users, sessions and API tokens.
+    pub auth: Arc<vigil_storage::AuthStore>,
+    pub limiter: LoginLimiter,
+    /// Cookies only over HTTPS (set when TLS is on).
+    pub secure_cookies: bool,
+    pub started: std::time::Instant,
+    /// Model time per batch, observed by the analyser.
+    pub batch_latency: BatchLatency,
 }

@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub detections: Vec<LiveDetection>,
     rgb: Vec<u8>,
     jpeg: OnceLock<Option<Vec<u8>>>,
+    /// The same frame with its detections drawn on it.
+    annotated: OnceLock<Option<Vec<u8>>>,
 }
 
 impl Snapshot {
@@ -65,30 +67,38 @@ impl Snapshot {
             detections,
             rgb,
             jpeg: OnceLock::new(),
+            annotated: OnceLock::new(),
         }
     }
 
     /// The frame as JPEG, encoded on first use.
     pub fn jpeg(&self) -> Option<&[u8]> {
         self.jpeg
+            .get_or_init(|| encode_jpeg(&self.rgb, self.width, self.height))
+            .as_deref()
+    }
+
+    /// The frame with boxes drawn around its detections, as JPEG.
+    pub fn annotated_jpeg(&self) -> Option<&[u8]> {
+        self.annotated
             .get_or_init(|| {
-                let mut out = Vec::new();
-                let mut enc =
-                    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
-                match enc.encode(
-                    &self.rgb,
-                    self.width,
-                    self.height,
-                    image::ExtendedColorType::Rgb8,
-                ) {
-                    Ok(()) => Some(out),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "jpeg encoding failed");
-                        None
-                    }
-                }
+                let mut rgb = self.rgb.clone();
+                crate::stream::draw_boxes(&mut rgb, self.width, self.height, &self.detections);
+                encode_jpeg(&rgb, self.width, self.height)
             })
             .as_deref()
+    }
+}
+
+fn encode_jpeg(rgb: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
+    match enc.encode(rgb, width, height, image::ExtendedColorType::Rgb8) {
+        Ok(()) => Some(out),
+        Err(e) => {
+            tracing::warn!(error = %e, "jpeg encoding failed");
+            None
+        }
     }
 }
 

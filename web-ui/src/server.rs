@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
 use crate::sse::{self, Closing};
-use crate::{api, assets, AppState, WebError};
+use crate::{admin, api, assets, auth, login, metrics, openapi, stats, stream, AppState, WebError};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -40,24 +40,48 @@ impl ServerHandle {
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
-            .route("/health", web::get().to(api::health))
+            .route("/login", web::post().to(login::login))
+            .route("/logout", web::post().to(login::logout))
+            .route("/session", web::get().to(login::session))
+            .route("/openapi.json", web::get().to(openapi::serve))
+            .route("/stats", web::get().to(stats::stats))
+            .route("/config", web::get().to(stats::config))
             .route("/cameras", web::get().to(api::cameras))
+            .route("/cameras/{id}", web::get().to(api::camera))
             .route("/cameras/{id}/snapshot", web::get().to(api::snapshot))
             .route(
                 "/cameras/{id}/snapshot.jpg",
                 web::get().to(api::snapshot_jpeg),
             )
+            .route(
+                "/cameras/{id}/latest.jpg",
+                web::get().to(stream::latest_jpeg),
+            )
+            .route("/cameras/{id}/stream.mjpeg", web::get().to(stream::mjpeg))
             .route("/detections", web::get().to(api::detections))
             .route("/events", web::get().to(api::events))
             .route("/events/live", web::get().to(sse::live_events))
+            .route("/events/{id}", web::get().to(api::event))
             .route("/counts", web::get().to(api::counts))
             .route("/snapshots/{key}.jpg", web::get().to(api::event_snapshot))
+            .route("/tokens", web::get().to(admin::list_tokens))
+            .route("/tokens", web::post().to(admin::create_token))
+            .route("/tokens/{id}", web::delete().to(admin::revoke_token))
+            .route("/users", web::get().to(admin::list_users))
+            .route("/users/{name}", web::put().to(admin::set_user))
+            .route("/users/{name}", web::delete().to(admin::delete_user))
             .default_service(web::to(|| async {
                 HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
             })),
     )
+    .route("/healthz", web::get().to(stats::healthz))
+    .route("/readyz", web::get().to(stats::readyz))
+    .route("/metrics", web::get().to(metrics::metrics))
     .route("/", web::get().to(assets::index))
-    .route("/ui/{path:.*}", web::get().to(assets::file));
+    .route("/ui/{path:.*}", web::get().to(assets::file))
+    .default_service(web::to(|| async {
+        HttpResponse::NotFound().json(serde_json::json!({"error": "not found"}))
+    }));
 }
 
 /// Binds `config.listen` and serves on a new thread with its own runtime.
@@ -77,9 +101,15 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
                         .app_data(state.clone())
                         .app_data(closing_data.clone())
                         .app_data(query_config())
+                        .app_data(json_config())
+                        .app_data(path_config())
+                        .app_data(web::PayloadConfig::new(MAX_BODY))
+                        .wrap(middleware::from_fn(auth::authenticate))
                         .wrap(
                             middleware::DefaultHeaders::new()
-                                .add(("X-Content-Type-Options", "nosniff")),
+                                .add(("X-Content-Type-Options", "nosniff"))
+                                .add(("X-Frame-Options", "DENY"))
+                                .add(("Referrer-Policy", "no-referrer")),
                         )
                         .configure(routes)
                 })
@@ -124,14 +154,42 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
     })
 }
 
+/// Request bodies are small JSON documents; anything bigger is refused
+/// before it is read into memory.
+const MAX_BODY: usize = 64 * 1024;
+
+fn bad_request(err: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({ "error": err.to_string() }))
+}
+
 /// Bad query strings get the same JSON error shape as every other failure.
 fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _| {
-        let msg = err.to_string();
-        actix_web::error::InternalError::from_response(
-            err,
-            HttpResponse::BadRequest().json(serde_json::json!({ "error": msg })),
-        )
-        .into()
+        let response = bad_request(&err);
+        actix_web::error::InternalError::from_response(err, response).into()
     })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _| {
+        let response = bad_request(&err);
+        actix_web::error::InternalError::from_response(err, response).into()
+    })
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY)
+        .error_handler(|err, _| {
+            let response = match &err {
+                actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                | actix_web::error::JsonPayloadError::Overflow { .. } => {
+                    HttpResponse::PayloadTooLarge().json(serde_json::json!({
+                        "error": format!("request body over {MAX_BODY} bytes")
+                    }))
+                }
+                _ => bad_request(&err),
+            };
+            actix_web::error::InternalError::from_response(err, response).into()
+        })
 }

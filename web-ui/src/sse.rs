@@ -36,6 +36,11 @@ struct Feed {
     first: bool,
 }
 
+/// Event changes as server-sent events (`id:` is the revision; reconnect
+/// with `Last-Event-ID` to resume). Same filters as `/events`.
+#[utoipa::path(get, path = "/api/v1/events/live", tag = "history", params(EventParams),
+    responses((status = 200, content_type = "text/event-stream", body = String),
+        (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody)))]
 pub(crate) async fn live_events(
     state: web::Data<AppState>,
     closing: web::Data<Closing>,

@@ -1,26 +1,25 @@
 //! The REST API over real HTTP against a real SQLite history and redb hot
 //! store: event paging by revision, filters, counts, snapshots, bad input.
 
-use std::sync::Arc;
+mod common;
 
+use std::cell::RefCell;
+
+use common::TestServer;
 use serde_json::Value;
-use vigil_storage::{
-    prepare, spawn_writer, EventRecord, HotStore, MinuteCount, Reader, WriteOp, WriterConfig,
-};
-use vigil_web_ui::{AppState, CameraDirectory, CameraStatus, LiveFrames, ServerConfig};
+use vigil_storage::{spawn_writer, EventRecord, MinuteCount, WriteOp, WriterConfig};
 
-/// The appliance's role: it knows which cameras exist.
-struct OneCamera;
+thread_local! {
+    /// The read-only API token of this test's server, sent with every request.
+    static TOKEN: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
-impl CameraDirectory for OneCamera {
-    fn cameras(&self) -> Vec<CameraStatus> {
-        vec![CameraStatus {
-            id: "gate".into(),
-            source: "rtsp://***@cam/1".into(),
-            detect_fps: 5.0,
-            ingest: serde_json::json!({ "state": "streaming" }),
-        }]
-    }
+fn use_token(t: &str) {
+    TOKEN.with(|c| *c.borrow_mut() = t.to_string());
+}
+
+fn bearer() -> String {
+    TOKEN.with(|c| format!("Bearer {}", c.borrow()))
 }
 
 fn event(uid: &str, start_ms: i64, end_ms: Option<i64>, zones: &[&str], score: f32) -> EventRecord {
@@ -39,7 +38,7 @@ fn event(uid: &str, start_ms: i64, end_ms: Option<i64>, zones: &[&str], score: f
 }
 
 fn get(url: &str) -> (u16, Value) {
-    match ureq::get(url).call() {
+    match ureq::get(url).header("Authorization", bearer()).call() {
         Ok(mut r) => (
             r.status().as_u16(),
             serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
@@ -59,12 +58,11 @@ fn write(path: &std::path::Path, ops: Vec<WriteOp>) {
 
 #[test]
 fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = prepare(dir.path()).unwrap();
-    let hot = Arc::new(HotStore::open(dir.path(), 1 << 20).unwrap());
-    let snapshot = hot.put_snapshot(&[0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
+    let mut server = TestServer::start();
+    let snapshot = server.hot.put_snapshot(&[0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
     let mut first = event("a", 1_000, None, &["drive"], 0.9);
     first.snapshot = Some(snapshot);
+    let db = server.db.clone();
     write(
         &db,
         vec![
@@ -80,21 +78,8 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
             }]),
         ],
     );
-    let server = vigil_web_ui::start(
-        &ServerConfig {
-            listen: "127.0.0.1:0".into(),
-            workers: 1,
-        },
-        AppState {
-            cameras: Arc::new(OneCamera),
-            live: Arc::new(LiveFrames::default()),
-            reader: Arc::new(Reader::new(&db)),
-            storage_health: Arc::new(Default::default()),
-            hot,
-        },
-    )
-    .unwrap();
-    let base = format!("http://{}/api/v1", server.local_addr);
+    use_token(&server.read_token);
+    let base = server.api();
 
     // A poller pages through every change by revision.
     let (status, page) = get(&format!("{base}/events?after=0&limit=2"));
@@ -128,6 +113,18 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
     let (_, none) = get(&format!("{base}/events?after={}", change["next_after"]));
     assert!(none["events"].as_array().unwrap().is_empty());
 
+    // People scroll back: the newest changes before a revision, newest last.
+    let newest = change["next_after"].as_i64().unwrap();
+    let (_, back) = get(&format!("{base}/events?before={newest}&limit=2"));
+    let back: Vec<i64> = back["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert!(back[0] < back[1] && back[1] < newest, "{back:?}");
+
     // Filters.
     let (_, lawn) = get(&format!("{base}/events?zone=lawn"));
     assert_eq!(lawn["events"].as_array().unwrap().len(), 1);
@@ -138,7 +135,8 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
     let (_, counts) = get(&format!("{base}/counts?camera=gate&from=0&to=120000"));
     assert_eq!(counts["counts"][0]["count"], 3);
     assert_eq!(counts["counts"][0]["minute"], "1970-01-01T00:01:00.000Z");
-    let mut jpeg = ureq::get(&format!("http://{}{snap_url}", server.local_addr))
+    let mut jpeg = ureq::get(&format!("{}{snap_url}", server.origin))
+        .header("Authorization", bearer())
         .call()
         .unwrap();
     assert_eq!(
@@ -162,15 +160,17 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
         assert_eq!(get(&format!("{base}/{bad}")).0, 400, "{bad}");
     }
     assert_eq!(get(&format!("{base}/no-such-thing")).0, 404);
-    let (_, health) = get(&format!("{base}/health"));
-    assert_eq!(health["status"], "ok");
+    let (_, one) = get(&format!("{base}/events/1"));
+    assert_eq!(one["id"], 1);
+    assert_eq!(get(&format!("{base}/events/999")).0, 404);
+    assert_eq!(get(&format!("{base}/events/x")).0, 400);
     server.stop();
 }
 
 /// Reads a server-sent event feed on its own thread: `(id, data)` pairs.
 fn follow(url: String, last_event_id: Option<&str>) -> std::sync::mpsc::Receiver<(i64, Value)> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut request = ureq::get(&url);
+    let mut request = ureq::get(&url).header("Authorization", bearer());
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
     }
@@ -205,26 +205,12 @@ fn next(rx: &std::sync::mpsc::Receiver<(i64, Value)>) -> (i64, Value) {
 
 #[test]
 fn live_feed_pushes_each_stored_change_and_resumes_from_last_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = prepare(dir.path()).unwrap();
-    let writer = spawn_writer(&db, WriterConfig::default()).unwrap();
+    let mut server = TestServer::start();
+    let writer = spawn_writer(&server.db, WriterConfig::default()).unwrap();
     let send = |e: EventRecord| writer.sender().send(WriteOp::Event(e)).unwrap();
     send(event("old", 1_000, Some(2_000), &[], 0.9));
-    let server = vigil_web_ui::start(
-        &ServerConfig {
-            listen: "127.0.0.1:0".into(),
-            workers: 2,
-        },
-        AppState {
-            cameras: Arc::new(OneCamera),
-            live: Arc::new(LiveFrames::default()),
-            reader: Arc::new(Reader::new(&db)),
-            storage_health: writer.stats.clone(),
-            hot: Arc::new(HotStore::open(dir.path(), 1 << 20).unwrap()),
-        },
-    )
-    .unwrap();
-    let base = format!("http://{}/api/v1", server.local_addr);
+    use_token(&server.read_token);
+    let base = server.api();
     // Wait until "old" is committed, so "from now" means after it.
     while get(&format!("{base}/events")).1["events"]
         .as_array()
@@ -264,6 +250,7 @@ fn live_feed_pushes_each_stored_change_and_resumes_from_last_event_id() {
     assert_eq!(next(&replay).1["start_time"], "1970-01-01T00:00:01.000Z");
 
     let bad = ureq::get(&format!("{base}/events/live"))
+        .header("Authorization", bearer())
         .header("Last-Event-ID", "yesterday")
         .call();
     assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");

@@ -1,0 +1,232 @@
+//! Logging in and out from the browser, with failed attempts rate limited
+//! per client address and per user name.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::cookie::{time, Cookie, SameSite};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiError;
+use crate::auth::{Caller, SESSION_COOKIE};
+use crate::AppState;
+
+/// Failed logins allowed per key within [`WINDOW`]; then 429 until the
+/// oldest failure leaves the window.
+pub(crate) const MAX_FAILURES: usize = 5;
+const WINDOW: Duration = Duration::from_secs(60);
+/// Keys remembered at most, so a flood of addresses cannot grow memory.
+const MAX_KEYS: usize = 10_000;
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl LoginLimiter {
+    /// How long `keys` must wait, if any of them failed too often lately.
+    fn wait(&self, keys: &[String]) -> Option<Duration> {
+        let now = Instant::now();
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|k| map.get(k))
+            .filter_map(|f| {
+                let recent: Vec<&Instant> = f
+                    .iter()
+                    .filter(|t| now.duration_since(**t) < WINDOW)
+                    .collect();
+                (recent.len() >= MAX_FAILURES)
+                    .then(|| WINDOW.saturating_sub(now.duration_since(*recent[0])))
+            })
+            .max()
+    }
+
+    fn fail(&self, keys: &[String]) {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_KEYS {
+            map.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+            if map.len() >= MAX_KEYS {
+                // Under a flood of fresh addresses, forget the oldest half
+                // rather than grow: per-user keys still hold.
+                map.retain(|k, _| k.starts_with("user:"));
+            }
+        }
+        for k in keys {
+            let f = map.entry(k.clone()).or_default();
+            f.push_back(now);
+            while f.len() > MAX_FAILURES {
+                f.pop_front();
+            }
+        }
+    }
+
+    fn succeed(&self, keys: &[String]) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            map.remove(k);
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+/// Who is logged in; `csrf` goes back in `X-CSRF-Token` with every change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionInfo {
+    #[serde(flatten)]
+    caller: Caller,
+}
+
+fn session_cookie(value: String, max_age: Duration, secure: bool) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(time::Duration::seconds(max_age.as_secs() as i64))
+        .finish()
+}
+
+/// Logs a person in: sets an HttpOnly session cookie.
+#[utoipa::path(
+    post, path = "/api/v1/login", tag = "session", security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = SessionInfo, description = "Logged in; the session cookie is set"),
+        (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
+        (status = 429, body = crate::api::ErrorBody, description = "Too many failed attempts; see Retry-After"),
+    )
+)]
+pub(crate) async fn login(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginRequest { user, password } = body.into_inner();
+    // The peer address, not X-Forwarded-For: a client could forge that.
+    let ip = request
+        .peer_addr()
+        .map_or_else(|| "unknown".into(), |a| a.ip().to_string());
+    let keys = [format!("ip:{ip}"), format!("user:{user}")];
+    if let Some(wait) = state.limiter.wait(&keys) {
+        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+    }
+    if user.len() > 64 || password.len() > 1024 {
+        return Err(ApiError::BadRequest("user or password too long".into()));
+    }
+    let auth = state.auth.clone();
+    let (name, pw) = (user.clone(), password);
+    let found = web::block(move || auth.verify_password(&name, &pw))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let Some(found) = found else {
+        state.limiter.fail(&keys);
+        tracing::warn!(user = %user, %ip, "failed login");
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    };
+    state.limiter.succeed(&keys);
+    let auth = state.auth.clone();
+    let new = web::block(move || auth.create_session(&found, SESSION_TTL))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    tracing::info!(user = %user, %ip, "logged in");
+    let info = SessionInfo {
+        caller: Caller::User {
+            name: new.session.user,
+            scope: new.session.scope,
+            csrf: new.session.csrf,
+        },
+    };
+    Ok(HttpResponse::Ok()
+        .cookie(session_cookie(
+            new.cookie,
+            SESSION_TTL,
+            state.secure_cookies,
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(info))
+}
+
+/// Ends the browser's session.
+#[utoipa::path(
+    post, path = "/api/v1/logout", tag = "session",
+    responses((status = 204, description = "Logged out"), (status = 401, body = crate::api::ErrorBody))
+)]
+pub(crate) async fn logout(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(cookie) = request.cookie(SESSION_COOKIE) {
+        let auth = state.auth.clone();
+        let value = cookie.value().to_string();
+        web::block(move || auth.end_session(&value))
+            .await
+            .map_err(|e| ApiError::Storage(e.to_string()))?
+            .map_err(|e| ApiError::Storage(e.to_string()))?;
+    }
+    Ok(HttpResponse::NoContent()
+        .cookie(session_cookie(
+            String::new(),
+            Duration::ZERO,
+            state.secure_cookies,
+        ))
+        .finish())
+}
+
+/// Who the caller is: a logged-in person (with the CSRF token) or an API token.
+#[utoipa::path(
+    get, path = "/api/v1/session", tag = "session",
+    responses((status = 200, body = SessionInfo), (status = 401, body = crate::api::ErrorBody))
+)]
+pub(crate) async fn session(caller: web::ReqData<Caller>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(SessionInfo {
+            caller: caller.into_inner(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lock_a_key_out_until_the_window_passes() {
+        let limiter = LoginLimiter::default();
+        let keys = ["ip:1.2.3.4".to_string(), "user:ana".to_string()];
+        for _ in 0..MAX_FAILURES - 1 {
+            limiter.fail(&keys);
+        }
+        assert!(limiter.wait(&keys).is_none());
+        limiter.fail(&keys);
+        let wait = limiter.wait(&keys).expect("locked out");
+        assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(5));
+        // Another address guessing the same user is held back too.
+        assert!(limiter
+            .wait(&["ip:5.6.7.8".into(), "user:ana".into()])
+            .is_some());
+        assert!(limiter
+            .wait(&["ip:5.6.7.8".into(), "user:bo".into()])
+            .is_none());
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_a_flood_of_addresses() {
+        let limiter = LoginLimiter::default();
+        for i in 0..MAX_KEYS + 10 {
+            limiter.fail(&[format!("ip:{i}")]);
+        }
+        assert!(limiter.failures.lock().unwrap().len() <= MAX_KEYS);
+    }
+}
