@@ -50,6 +50,9 @@ pub struct Config {
     /// The file as written, for the API's view of the configuration.
     #[serde(skip)]
     pub text: String,
+    /// Where it was read from; `None` for the demo's built-in one.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,12 +61,29 @@ pub struct ServerSection {
     /// `host:port` for the UI and API.
     #[serde(default = "default_listen")]
     pub listen: Spanned<String>,
+    /// HTTPS: a PEM certificate chain and its private key (both or neither).
+    pub tls_cert: Option<Spanned<PathBuf>>,
+    pub tls_key: Option<Spanned<PathBuf>>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: Spanned::new(0..0, default_listen().into_inner()),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl ServerSection {
+    pub fn tls(&self) -> Option<vigil_web_ui::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(vigil_web_ui::TlsFiles {
+                cert: cert.get_ref().clone(),
+                key: key.get_ref().clone(),
+            }),
+            _ => None,
         }
     }
 }
@@ -322,7 +342,9 @@ impl Config {
             field: None,
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text, file)
+        let mut config = Self::parse(&text, file)?;
+        config.file = Some(file.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates `text`; `file` is only used in errors.
@@ -379,6 +401,16 @@ impl Config {
                 "server.listen".into(),
                 format!("{:?} is not host:port, e.g. 0.0.0.0:8080", listen.get_ref()),
             ));
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(fail(
+                    one.span(),
+                    "server.tls".into(),
+                    "set both tls_cert and tls_key, or neither".into(),
+                ))
+            }
+            _ => {}
         }
         let score = &self.detector.min_score;
         if !(0.0..=1.0).contains(score.get_ref()) {
@@ -719,5 +751,15 @@ min_area = 0.001
         );
         assert!(shown.contains("password = \"<redacted>\""), "{shown}");
         Config::parse(&shown, Path::new("shown.toml")).expect("still a valid config");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let one = "[server]\ntls_cert = \"/etc/vigil/cert.pem\"\n[storage]\npath = \"db\"\n";
+        let e = err(one);
+        assert_eq!((e.line, e.field.as_deref()), (Some(2), Some("server.tls")), "{e}");
+        let both = one.replace("[storage]", "tls_key = \"/etc/vigil/key.pem\"\n[storage]");
+        let c = Config::parse(&both, Path::new("t.toml")).unwrap();
+        assert_eq!(c.server.tls().unwrap().key, Path::new("/etc/vigil/key.pem"));
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod model_cmd;
 mod pipeline;
+mod reload;
 mod shutdown;
 mod snapshot;
 

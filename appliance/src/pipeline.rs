@@ -22,14 +22,53 @@ use vigil_web_ui::{
 
 use crate::analyse::{Analyser, AnalysisStats, BatchPolicy};
 use crate::config::Config;
+use crate::reload::{ConfigControl, ConfigUpdateError, Request};
 use crate::shutdown;
 
-/// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly.
+/// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly. A new
+/// configuration (PUT /api/v1/config, or SIGHUP after editing the file)
+/// restarts the pipeline in the process; one that does not start is rolled
+/// back.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let mut signals = shutdown::install()?;
-    let running = start(&config)?;
-    let signal = shutdown::wait(&mut signals);
-    tracing::info!(signal, "shutting down");
+    let signals = shutdown::install()?;
+    let (requests, incoming) = crossbeam_channel::unbounded();
+    shutdown::forward(signals, requests.clone())?;
+    let control = Arc::new(ConfigControl::new(config.clone(), requests));
+    let mut running = start(&config, control.clone())?;
+    loop {
+        let new = match incoming.recv() {
+            Ok(Request::Stop(signal)) => {
+                tracing::info!(signal, "shutting down");
+                break;
+            }
+            Err(_) => break,
+            Ok(Request::Reload(config)) => *config,
+            Ok(Request::ReloadFile) => match control.load_file() {
+                Ok(config) => config,
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: keeping the running configuration");
+                    continue;
+                }
+            },
+        };
+        running.stop();
+        let old = control.current();
+        running = match start(&new, control.clone()) {
+            Ok(r) => {
+                tracing::info!("running with the new configuration");
+                control.set_current(new);
+                r
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "the new configuration does not start; going back"
+                );
+                control.restore_file(&old);
+                start(&old, control.clone())?
+            }
+        };
+    }
     running.stop();
     tracing::info!("stopped cleanly");
     Ok(())
@@ -44,7 +83,7 @@ pub struct Running {
     server: vigil_web_ui::ServerHandle,
 }
 
-pub fn start(config: &Config) -> anyhow::Result<Running> {
+pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Running> {
     vigil_ingest::init().context("initialising ffmpeg")?;
     let db = vigil_storage::prepare(&config.storage.path)?;
     tracing::info!(database = %db.display(), "storage ready");
@@ -192,6 +231,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         &ServerConfig {
             listen: config.server.listen.get_ref().clone(),
             workers: 2,
+            tls: config.server.tls(),
         },
         AppState {
             pipeline: Arc::new(PipelineView {
@@ -199,6 +239,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                 model,
                 stats: analysis_stats,
                 config_toml: config.redacted_toml(),
+                control,
             }),
             live,
             reader: Arc::new(Reader::new(&db)),
@@ -206,7 +247,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             hot,
             auth,
             limiter: LoginLimiter::default(),
-            secure_cookies: false,
+            secure_cookies: config.server.tls().is_some(),
             started: std::time::Instant::now(),
             batch_latency,
         },
@@ -258,6 +299,7 @@ struct PipelineView {
     model: ModelSummary,
     stats: Arc<AnalysisStats>,
     config_toml: String,
+    control: Arc<ConfigControl>,
 }
 
 impl vigil_web_ui::Pipeline for PipelineView {
@@ -298,5 +340,13 @@ impl vigil_web_ui::Pipeline for PipelineView {
 
     fn config_toml(&self) -> String {
         self.config_toml.clone()
+    }
+
+    fn apply_config(&self, toml: &str) -> Result<(), vigil_web_ui::ConfigRejected> {
+        use vigil_web_ui::ConfigRejected;
+        self.control.apply(toml).map_err(|e| match e {
+            ConfigUpdateError::Invalid(m) => ConfigRejected::Invalid(m),
+            other => ConfigRejected::Unavailable(other.to_string()),
+        })
     }
 }

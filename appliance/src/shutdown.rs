@@ -1,19 +1,34 @@
-//! SIGINT/SIGTERM turn into one orderly shutdown.
+//! Signals become requests to the main loop: SIGINT/SIGTERM an orderly
+//! shutdown, SIGHUP a reload of the configuration file (systemd's
+//! `ExecReload`).
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use crossbeam_channel::Sender;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// Takes over SIGINT and SIGTERM. Call before starting any work, so a signal
-/// during start-up is not lost.
+use crate::reload::Request;
+
+/// Takes over SIGINT, SIGTERM and SIGHUP. Call before starting any work, so
+/// a signal during start-up is not lost.
 pub fn install() -> anyhow::Result<Signals> {
-    Ok(Signals::new([SIGINT, SIGTERM])?)
+    Ok(Signals::new([SIGINT, SIGTERM, SIGHUP])?)
 }
 
-/// Blocks until SIGINT or SIGTERM arrives; returns the signal's name.
-pub fn wait(signals: &mut Signals) -> &'static str {
-    signals
-        .forever()
-        .next()
-        .map(|s| if s == SIGINT { "SIGINT" } else { "SIGTERM" })
-        .unwrap_or("signal")
+/// Forwards signals to `requests` from a thread of their own.
+pub fn forward(mut signals: Signals, requests: Sender<Request>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                let request = match s {
+                    SIGHUP => Request::ReloadFile,
+                    SIGINT => Request::Stop("SIGINT"),
+                    _ => Request::Stop("SIGTERM"),
+                };
+                if requests.send(request).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }

@@ -5,42 +5,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+mod common;
 
-fn assets() -> PathBuf {
-    std::env::var_os("VIGIL_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/assets"))
-}
-
-/// Imports the default model from the TF.js files into `dir` with the CLI.
-fn import_model(dir: &Path) {
-    let out = Command::new(VIGIL)
-        .args(["import-tfjs", "--out"])
-        .arg(dir.join("ssdlite_mobilenet_v2_coco.safetensors"))
-        .arg(assets().join("models/ssdlite_mobilenet_v2_coco_tfjs/model.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{assets, free_port, import_model, Guard, VIGIL};
 
 /// The central server's read-only API token, made with `vigil token create`.
 static TOKEN: OnceLock<String> = OnceLock::new();
@@ -101,18 +74,6 @@ fn browser_tour(url: &str, user: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("one JSON report")
-}
-
-/// Kills the child if the test fails before the orderly stop.
-struct Guard(Option<Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 #[test]
@@ -397,11 +358,7 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
     let shown_before_stop = get_json(&format!("{base}/detections?limit=1")).unwrap()["next_after"]
         .as_i64()
         .unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -1,6 +1,6 @@
 // Settings (admins): API tokens for central servers, users, and the
 // running configuration.
-import { api, getJson, el, time } from "./lib.js";
+import { api, getJson, el, time, session } from "./lib.js";
 
 function section(title, ...children) {
   return el("section", { class: "panel settings" }, el("h2", {}, title), ...children);
@@ -78,9 +78,32 @@ function users() {
 }
 
 function config() {
-  const pre = el("pre", { id: "config" });
-  api("GET", "/api/v1/config").then((t) => { pre.textContent = t; }).catch((e) => { pre.textContent = e.message; });
-  return section("Configuration", el("p", { class: "muted" }, "Cameras, zones and the model as running now (credentials removed)."), pre);
+  const text = el("textarea", { id: "config", spellcheck: "false", rows: 24 });
+  const note = el("p", { class: "muted", role: "status" });
+  const error = errorLine();
+  const load = () => api("GET", "/api/v1/config").then((t) => { text.value = t; }).catch((e) => { error.textContent = e.message; });
+  const save = el("button", { type: "submit" }, "Save and apply");
+  const form = el("form", { id: "config-form" }, text, el("div", { class: "filters" }, save, note), error);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    note.textContent = "";
+    try {
+      const res = await fetch("/api/v1/config", {
+        method: "PUT",
+        headers: { "Content-Type": "application/toml", "X-CSRF-Token": session().csrf },
+        body: text.value,
+      });
+      const body = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(body.error ?? `save failed (${res.status})`);
+      note.textContent = "Saved. The pipeline is restarting with it…";
+      setTimeout(() => { note.textContent = "Running with the saved configuration."; load(); }, 4000);
+    } catch (e) { error.textContent = e.message; }
+  });
+  load();
+  return section("Configuration", el("p", { class: "muted" },
+    "Cameras, zones and the model. Credentials show as *** and stay as stored unless you write new ones. " +
+    "Saving checks the file, then restarts the pipeline with it; one that does not start is rolled back."), form);
 }
 
 export function show(root) {

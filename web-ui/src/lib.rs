@@ -16,6 +16,7 @@ mod server;
 mod sse;
 mod stats;
 mod stream;
+mod tls;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use login::LoginLimiter;
 pub use metrics::BatchLatency;
 pub use openapi::openapi_json;
 pub use server::{start, ServerConfig, ServerHandle};
+pub use tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -79,6 +81,20 @@ pub trait Pipeline: Send + Sync {
     fn inference(&self) -> InferenceStats;
     /// The running configuration as TOML, credentials removed.
     fn config_toml(&self) -> String;
+    /// Validates and saves a new configuration and restarts the pipeline
+    /// with it (the process and this server's state stay).
+    fn apply_config(&self, toml: &str) -> Result<(), ConfigRejected>;
+}
+
+/// Why a new configuration was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigRejected {
+    /// It does not parse or validate: the message names the line and field.
+    #[error("{0}")]
+    Invalid(String),
+    /// It cannot be taken now (no file to save to, shutting down, disk).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Everything the handlers read.

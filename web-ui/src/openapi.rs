@@ -15,7 +15,8 @@ use crate::{admin, api, login, metrics, sse, stats, stream};
             or the UI) or a browser session; only `/healthz` is open.",
     ),
     paths(
-        stats::healthz, stats::readyz, stats::stats, stats::config, metrics::metrics,
+        stats::healthz, stats::readyz, stats::stats, stats::config, stats::update_config,
+        metrics::metrics,
         login::login, login::logout, login::session,
         api::cameras, api::camera, api::snapshot, api::snapshot_jpeg,
         stream::latest_jpeg, stream::mjpeg,

@@ -13,6 +13,8 @@ pub struct ServerConfig {
     /// `host:port`
     pub listen: String,
     pub workers: usize,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<crate::TlsFiles>,
 }
 
 /// A running server; [`ServerHandle::stop`] shuts it down gracefully.
@@ -45,7 +47,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .route("/session", web::get().to(login::session))
             .route("/openapi.json", web::get().to(openapi::serve))
             .route("/stats", web::get().to(stats::stats))
-            .route("/config", web::get().to(stats::config))
+            .service(
+                web::resource("/config")
+                    // A configuration with many cameras and zones outgrows
+                    // the small-JSON limit.
+                    .app_data(web::PayloadConfig::new(MAX_CONFIG_BODY))
+                    .route(web::get().to(stats::config))
+                    .route(web::put().to(stats::update_config)),
+            )
             .route("/cameras", web::get().to(api::cameras))
             .route("/cameras/{id}", web::get().to(api::camera))
             .route("/cameras/{id}/snapshot", web::get().to(api::snapshot))
@@ -86,6 +95,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Binds `config.listen` and serves on a new thread with its own runtime.
 pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, WebError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     let state = web::Data::from(Arc::new(state));
     let closing = sse::closing();
     let closing_data = web::Data::from(closing.clone());
@@ -115,8 +129,11 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
                 })
                 .workers(workers)
                 .disable_signals() // the appliance owns signals and shutdown order
-                .shutdown_timeout(5)
-                .bind(&listen);
+                .shutdown_timeout(5);
+                let bound = match tls {
+                    Some(tls) => bound.bind_rustls_0_23(&listen, tls),
+                    None => bound.bind(&listen),
+                };
                 let server = match bound {
                     Ok(s) => s,
                     Err(e) => {
@@ -157,6 +174,7 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
 /// Request bodies are small JSON documents; anything bigger is refused
 /// before it is read into memory.
 const MAX_BODY: usize = 64 * 1024;
+const MAX_CONFIG_BODY: usize = 1024 * 1024;
 
 fn bad_request(err: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::BadRequest().json(serde_json::json!({ "error": err.to_string() }))

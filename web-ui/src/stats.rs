@@ -144,6 +144,33 @@ pub(crate) async fn config(state: web::Data<AppState>) -> HttpResponse {
         .body(state.pipeline.config_toml())
 }
 
+/// Replaces the configuration: validated, saved atomically, then the
+/// pipeline restarts with it inside the process (a second or two without
+/// frames; sessions and tokens stay). Credentials shown as `***` or
+/// `<redacted>` and sent back unchanged keep their stored values.
+#[utoipa::path(put, path = "/api/v1/config", tag = "system",
+    request_body(content = String, content_type = "application/toml"),
+    responses((status = 202, description = "Saved; the pipeline is restarting with it"),
+        (status = 400, body = ErrorBody, description = "Invalid; names the line and field"),
+        (status = 409, body = ErrorBody, description = "Cannot be changed now (e.g. the demo has no file)"),
+        (status = 403, body = ErrorBody)))]
+pub(crate) async fn update_config(
+    state: web::Data<AppState>,
+    caller: web::ReqData<crate::auth::Caller>,
+    body: String,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let pipeline = state.pipeline.clone();
+    web::block(move || pipeline.apply_config(&body))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| match e {
+            crate::ConfigRejected::Invalid(m) => ApiError::BadRequest(m),
+            crate::ConfigRejected::Unavailable(m) => ApiError::Conflict(m),
+        })?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "restarting" })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

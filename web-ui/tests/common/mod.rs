@@ -9,6 +9,7 @@ use serde_json::Value;
 use vigil_storage::{prepare, AuthStore, HotStore, Reader, Scope, WriterStats};
 use vigil_web_ui::{
     AppState, CameraStatus, InferenceStats, LiveFrames, LoginLimiter, ServerConfig, ServerHandle,
+    TlsFiles,
 };
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -38,6 +39,17 @@ impl vigil_web_ui::Pipeline for OneCamera {
     fn config_toml(&self) -> String {
         "[storage]\npath = \"db\"\n".into()
     }
+
+    fn apply_config(&self, toml: &str) -> Result<(), vigil_web_ui::ConfigRejected> {
+        // The appliance validates; here any text without a storage section is "invalid".
+        if toml.contains("[storage]") {
+            Ok(())
+        } else {
+            Err(vigil_web_ui::ConfigRejected::Invalid(
+                "t.toml:1: missing field `storage`".into(),
+            ))
+        }
+    }
 }
 
 pub struct TestServer {
@@ -54,11 +66,20 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> Self {
-        Self::start_with(Arc::new(WriterStats::default()))
+        Self::start_with(Arc::new(WriterStats::default()), None)
     }
 
-    /// `writer` stands for the storage writer's health.
-    pub fn start_with(writer: Arc<WriterStats>) -> Self {
+    /// `writer` stands for the storage writer's health; `tls` serves HTTPS.
+    pub fn start_with(writer: Arc<WriterStats>, tls: Option<TlsFiles>) -> Self {
+        Self::try_start_with(writer, tls).unwrap()
+    }
+
+    pub fn try_start_with(
+        writer: Arc<WriterStats>,
+        tls: Option<TlsFiles>,
+    ) -> Result<Self, vigil_web_ui::WebError> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let secure_cookies = tls.is_some();
         let dir = tempfile::tempdir().unwrap();
         let db = prepare(dir.path()).unwrap();
         let auth = Arc::new(AuthStore::open(&db).unwrap());
@@ -72,6 +93,7 @@ impl TestServer {
             &ServerConfig {
                 listen: "127.0.0.1:0".into(),
                 workers: 2,
+                tls,
             },
             AppState {
                 pipeline: Arc::new(OneCamera),
@@ -81,14 +103,13 @@ impl TestServer {
                 hot: hot.clone(),
                 auth: auth.clone(),
                 limiter: LoginLimiter::default(),
-                secure_cookies: false,
+                secure_cookies,
                 started: std::time::Instant::now(),
                 batch_latency: Default::default(),
             },
-        )
-        .unwrap();
-        let origin = format!("http://{}", server.local_addr);
-        Self {
+        )?;
+        let origin = format!("{scheme}://{}", server.local_addr);
+        Ok(Self {
             dir,
             db,
             server: Some(server),
@@ -98,7 +119,7 @@ impl TestServer {
             admin_token,
             read_token,
             origin,
-        }
+        })
     }
 
     pub fn api(&self) -> String {

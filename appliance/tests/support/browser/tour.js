@@ -105,8 +105,8 @@ async function main() {
     await page.waitForSelector("#new-token .secret", { timeout: WAIT_MS });
     report.token = await page.textContent("#new-token .secret");
     await page.waitForSelector('#tokens td:text("browser-made")', { timeout: WAIT_MS });
-    await page.waitForFunction(() => document.getElementById("config").textContent.includes("[[cameras]]"), null, { timeout: WAIT_MS });
-    report.config = await page.textContent("#config");
+    await page.waitForFunction(() => document.getElementById("config").value.includes("[[cameras]]"), null, { timeout: WAIT_MS });
+    report.config = await page.inputValue("#config");
     await shot("settings");
 
     await page.click("#logout");
