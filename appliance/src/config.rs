@@ -757,7 +757,11 @@ min_area = 0.001
     fn tls_needs_both_files() {
         let one = "[server]\ntls_cert = \"/etc/vigil/cert.pem\"\n[storage]\npath = \"db\"\n";
         let e = err(one);
-        assert_eq!((e.line, e.field.as_deref()), (Some(2), Some("server.tls")), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(2), Some("server.tls")),
+            "{e}"
+        );
         let both = one.replace("[storage]", "tls_key = \"/etc/vigil/key.pem\"\n[storage]");
         let c = Config::parse(&both, Path::new("t.toml")).unwrap();
         assert_eq!(c.server.tls().unwrap().key, Path::new("/etc/vigil/key.pem"));

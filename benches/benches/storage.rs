@@ -10,27 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
+use vigil_benches::history::{synthetic_event, CAMERAS, LABELS, SPAN_MS, START_MS};
 use vigil_storage::{
     prepare, spawn_writer, DetectionQuery, DetectionRecord, EventQuery, EventRecord, Reader,
     RetentionPolicy, WriteOp, WriterConfig,
 };
 
-const CAMERAS: u64 = 16;
-const LABELS: [&str; 8] = [
-    "person",
-    "car",
-    "bicycle",
-    "truck",
-    "bus",
-    "dog",
-    "motorbike",
-    "cat",
-];
 const BIG_ROWS: u64 = 10_000_000;
 const BIG_EVENTS: u64 = 500_000;
-/// The big database spans 30 days.
-const SPAN_MS: i64 = 30 * 86_400_000;
-const START_MS: i64 = 1_780_000_000_000;
 
 fn record(i: u64) -> DetectionRecord {
     DetectionRecord {
@@ -45,18 +32,7 @@ fn record(i: u64) -> DetectionRecord {
 }
 
 fn event(i: u64) -> EventRecord {
-    EventRecord {
-        uid: format!("e{i}"),
-        camera: format!("cam{}", i % CAMERAS),
-        track_id: i,
-        label: LABELS[(i % LABELS.len() as u64) as usize].to_string(),
-        start_ms: START_MS + (i as i64 * SPAN_MS) / BIG_EVENTS as i64,
-        end_ms: Some(START_MS + (i as i64 * SPAN_MS) / BIG_EVENTS as i64 + 30_000),
-        max_score: 0.9,
-        best_box: [1.0, 2.0, 3.0, 4.0],
-        zones: vec![format!("zone{}", i % 4)],
-        snapshot: None,
-    }
+    synthetic_event(i, BIG_EVENTS)
 }
 
 /// Sends `rows` detections through the writer in messages of 100; rows/s.

@@ -11,6 +11,44 @@ use vigil_inference::convert::{save_safetensors, ssdlite_tfjs};
 use vigil_inference::tfjs::TfjsGraph;
 use vigil_inference::SsdLiteDetector;
 
+/// A synthetic history for storage and API benchmarks.
+pub mod history {
+    use vigil_storage::EventRecord;
+
+    pub const CAMERAS: u64 = 16;
+    pub const LABELS: [&str; 8] = [
+        "person",
+        "car",
+        "bicycle",
+        "truck",
+        "bus",
+        "dog",
+        "motorbike",
+        "cat",
+    ];
+    /// A history spans 30 days.
+    pub const SPAN_MS: i64 = 30 * 86_400_000;
+    pub const START_MS: i64 = 1_780_000_000_000;
+
+    /// Event `i` of `total`, spread evenly over the span, cameras, labels
+    /// and four zones.
+    pub fn synthetic_event(i: u64, total: u64) -> EventRecord {
+        let start_ms = START_MS + (i as i64 * SPAN_MS) / total.max(1) as i64;
+        EventRecord {
+            uid: format!("e{i}"),
+            camera: format!("cam{}", i % CAMERAS),
+            track_id: i,
+            label: LABELS[(i % LABELS.len() as u64) as usize].to_string(),
+            start_ms,
+            end_ms: Some(start_ms + 30_000),
+            max_score: 0.9,
+            best_box: [1.0, 2.0, 3.0, 4.0],
+            zones: vec![format!("zone{}", i % 4)],
+            snapshot: None,
+        }
+    }
+}
+
 pub fn assets() -> PathBuf {
     std::env::var_os("VIGIL_TEST_ASSETS")
         .map(PathBuf::from)
