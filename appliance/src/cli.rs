@@ -46,10 +46,38 @@ pub enum Command {
     /// Manage API tokens for central servers and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Follow the events of many boxes into one JSON-lines file, resuming
+    /// from saved cursors (the reference central poller).
+    Poll(PollArgs),
     /// Print the REST API's OpenAPI 3 document (JSON).
     Openapi,
     /// Print version and build information.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    /// A box's base URL, e.g. https://gate-box:8443 (repeat for more boxes).
+    #[arg(long, value_name = "URL", required = true)]
+    pub from: Vec<String>,
+    /// API token (read scope is enough): one for all boxes, or one per --from, in order.
+    #[arg(long, required = true)]
+    pub token: Vec<String>,
+    /// Output: one JSON object per line (`event`, or `gap`), appended.
+    #[arg(long, value_name = "FILE", default_value = "events.jsonl")]
+    pub out: PathBuf,
+    /// Where the cursors are kept between runs.
+    #[arg(long, value_name = "DIR", default_value = "poll-state")]
+    pub state: PathBuf,
+    /// Seconds between rounds once caught up.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Drain every box once and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Trust this CA or self-signed certificate (PEM) for HTTPS boxes.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Where the database is: the service's configuration file, or a storage

@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod model_cmd;
 mod pipeline;
+mod poll;
 mod reload;
 mod shutdown;
 mod snapshot;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::User(cmd) => access_cmd::user(cmd),
         Command::Token(cmd) => access_cmd::token(cmd),
+        Command::Poll(args) => poll::run(args),
         Command::Openapi => {
             println!("{}", vigil_web_ui::openapi_json());
             Ok(())

@@ -81,6 +81,8 @@ pub struct Running {
     analyser: std::thread::JoinHandle<()>,
     writer: vigil_storage::WriterHandle,
     server: vigil_web_ui::ServerHandle,
+    /// Held to know when every other user let go: redb allows one opener.
+    hot: Arc<HotStore>,
 }
 
 pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Running> {
@@ -244,7 +246,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
             live,
             reader: Arc::new(Reader::new(&db)),
             storage_health: writer.stats.clone(),
-            hot,
+            hot: hot.clone(),
             auth,
             limiter: LoginLimiter::default(),
             secure_cookies: config.server.tls().is_some(),
@@ -258,6 +260,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
         analyser,
         writer,
         server,
+        hot,
     })
 }
 
@@ -274,6 +277,16 @@ impl Running {
         }
         self.writer.finish();
         self.server.stop();
+        // The server's worker threads drop their copy of the state a moment
+        // after it stops. Wait for that, so a restart in this process can
+        // open the hot store again (redb refuses a second opener).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.hot) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if Arc::strong_count(&self.hot) > 1 {
+            tracing::warn!("the hot store is still in use 10 s after the stop");
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use serde_json::Value;
 struct Api {
     base: String,
     token: String,
+    /// The appliance's log, shown when a wait fails.
+    log: std::path::PathBuf,
 }
 
 impl Api {
@@ -113,13 +115,14 @@ fn config_changes_apply_in_process_are_validated_rolled_back_and_reloaded_on_sig
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         token: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        log: tmp.path().join("vigil.log"),
     };
     let child = Command::new(VIGIL)
         .args(["run", "--config"])
         .arg(&file)
         .env("VIGIL_MODEL_DIR", &models)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&api.log).unwrap())
         .spawn()
         .unwrap();
     let mut guard = Guard(Some(child));

@@ -31,11 +31,7 @@ pub fn close_interrupted_events(path: &Path) -> Result<usize, StorageError> {
         return Ok(0);
     }
     let first_revision: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(revision), 0) + 1 FROM events",
-            [],
-            |r| r.get(0),
-        )
+        .query_row(crate::migrations::NEXT_REVISION_SQL, [], |r| r.get(0))
         .map_err(&err)?;
     for (revision, (id, camera, start_ms)) in (first_revision..).zip(&open) {
         let last_seen: Option<i64> = tx

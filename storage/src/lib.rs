@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub use auth::{AuthError, AuthStore, Scope};
 pub use hot::HotStore;
 pub use interrupted::close_interrupted_events;
-pub use reader::{DetectionQuery, EventQuery, Reader, StorageUsage};
+pub use reader::{CountQuery, DetectionQuery, EventQuery, PollState, Reader, StorageUsage};
 pub use records::{
     CameraRecord, DetectionRecord, EventRecord, MinuteCount, StoredDetection, StoredEvent,
 };

@@ -98,7 +98,29 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE auth_generation (n INTEGER NOT NULL);
     INSERT INTO auth_generation VALUES (0);",
+    // 4: what pollers need to trust a cursor. `box_id` names this database
+    // (a replaced or reset one gets a new id, so a poller knows its cursor
+    // means nothing there). The highest event revision and detection id
+    // retention ever removed, kept by triggers on every delete: a cursor
+    // below them may have missed rows (a "gap"), and new revisions never
+    // go back below them, even after every event was deleted.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta VALUES ('box_id', lower(hex(randomblob(16))));
+    INSERT INTO meta VALUES ('deleted_event_revision', 0);
+    INSERT INTO meta VALUES ('deleted_detection_id', 0);
+    CREATE TRIGGER events_deleted AFTER DELETE ON events BEGIN
+        UPDATE meta SET value = MAX(value, OLD.revision) WHERE key = 'deleted_event_revision';
+    END;
+    CREATE TRIGGER detections_deleted AFTER DELETE ON detections BEGIN
+        UPDATE meta SET value = MAX(value, OLD.id) WHERE key = 'deleted_detection_id';
+    END;",
 ];
+
+/// The next event revision: above every stored one and every one retention
+/// removed, so a poller's cursor never points past new changes.
+pub(crate) const NEXT_REVISION_SQL: &str = "SELECT MAX(
+        COALESCE((SELECT MAX(revision) FROM events), 0),
+        (SELECT value FROM meta WHERE key = 'deleted_event_revision')) + 1";
 
 /// Refuses files that are not SQLite or are another program's database.
 pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), StorageError> {

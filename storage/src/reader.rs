@@ -44,6 +44,28 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// Which per-minute counts to return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CountQuery {
+    pub camera: String,
+    /// `[from_ms, to_ms)`, Unix milliseconds.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub label: Option<String>,
+    /// A zone's name, `""` for first sightings, `LINE:in` / `LINE:out`.
+    pub zone: Option<String>,
+}
+
+/// See [`Reader::poll_state`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PollState {
+    pub box_id: String,
+    /// Changes up to this revision may have been removed by retention.
+    pub deleted_event_revision: i64,
+    /// Detections up to this id may have been removed by retention.
+    pub deleted_detection_id: i64,
+}
+
 /// How much is stored.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StorageUsage {
@@ -188,13 +210,26 @@ impl Reader {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<MinuteCount>, StorageError> {
+        self.counts(&CountQuery {
+            camera: camera.to_string(),
+            from_ms,
+            to_ms,
+            ..Default::default()
+        })
+    }
+
+    /// Per-minute counts matching `q`, oldest first.
+    pub fn counts(&self, q: &CountQuery) -> Result<Vec<MinuteCount>, StorageError> {
         self.with_conn(|c| {
+            // The primary key starts with (camera, minute): a range scan.
             let mut stmt = c.prepare_cached(
                 "SELECT camera, minute_ms, label, zone, count FROM minute_counts
                  WHERE camera = ?1 AND minute_ms >= ?2 AND minute_ms < ?3
+                   AND (?4 IS NULL OR label = ?4) AND (?5 IS NULL OR zone = ?5)
                  ORDER BY minute_ms, label, zone",
             )?;
-            let rows = stmt.query_map(rusqlite::params![camera, from_ms, to_ms], |r| {
+            let args = rusqlite::params![q.camera, q.from_ms, q.to_ms, q.label, q.zone];
+            let rows = stmt.query_map(args, |r| {
                 Ok(MinuteCount {
                     camera: r.get(0)?,
                     minute_ms: r.get(1)?,
@@ -260,6 +295,25 @@ impl Reader {
             minute_counts,
             database_bytes: size(self.path.clone()) + size(PathBuf::from(wal)),
             hot_bytes: size(dir.join(crate::hot::HOT_FILE)),
+        })
+    }
+
+    /// This database's identity and what retention removed: what a poller
+    /// needs to trust its cursors.
+    pub fn poll_state(&self) -> Result<PollState, StorageError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached("SELECT key, value FROM meta")?;
+            let mut state = PollState::default();
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                match r.get::<_, String>(0)?.as_str() {
+                    "box_id" => state.box_id = r.get(1)?,
+                    "deleted_event_revision" => state.deleted_event_revision = r.get(1)?,
+                    "deleted_detection_id" => state.deleted_detection_id = r.get(1)?,
+                    _ => {}
+                }
+            }
+            Ok(state)
         })
     }
 

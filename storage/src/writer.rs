@@ -173,11 +173,7 @@ impl WriterHandle {
 pub fn spawn_writer(path: &Path, config: WriterConfig) -> Result<WriterHandle, StorageError> {
     let conn = open_read_write(path)?;
     let next_revision: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(revision), 0) + 1 FROM events",
-            [],
-            |r| r.get(0),
-        )
+        .query_row(crate::migrations::NEXT_REVISION_SQL, [], |r| r.get(0))
         .map_err(sqlite_err(path))?;
     // Bounded: if storage stalls, producers see it instead of memory growing.
     let (tx, rx) = crossbeam_channel::bounded(1024);

@@ -335,3 +335,69 @@ fn a_damaged_database_is_an_error_at_start_and_is_not_reset() {
     assert!(spawn_writer(&path, WriterConfig::default()).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
 }
+
+#[test]
+fn revisions_never_go_back_after_retention_deletes_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = prepare(dir.path()).unwrap();
+    let reader = Reader::new(&path);
+    let first = reader.poll_state().unwrap();
+    assert_eq!(first.box_id.len(), 32, "a random id: {first:?}");
+    assert_eq!(first.deleted_event_revision, 0);
+
+    // Three events and a detection from 1970: far past any retention.
+    let mut config = WriterConfig::default();
+    config.retention.check_every = Duration::from_millis(50);
+    let writer = spawn_writer(&path, config).unwrap();
+    for uid in ["a", "b", "c"] {
+        writer
+            .sender()
+            .send(WriteOp::Event(event(uid, "gate", 1_000, Some(2_000), &[])))
+            .unwrap();
+    }
+    writer
+        .sender()
+        .send(WriteOp::Detections(vec![record("gate", 1, 1_000)]))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reader.poll_state().unwrap().deleted_event_revision < 3 {
+        assert!(std::time::Instant::now() < deadline, "retention ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writer.finish();
+    let state = reader.poll_state().unwrap();
+    assert_eq!(state.box_id, first.box_id, "the id stays");
+    assert!(state.deleted_detection_id >= 1);
+    assert!(reader
+        .events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+
+    // A new writer (a restart) goes on above what was deleted.
+    write_all(
+        dir.path(),
+        vec![WriteOp::Event(event("d", "gate", now_ms(), None, &[]))],
+    );
+    let page = reader
+        .events(&EventQuery {
+            after_revision: Some(3),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(
+        page[0].revision, 4,
+        "a poller at cursor 3 sees the new event"
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

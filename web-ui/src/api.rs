@@ -12,6 +12,21 @@ pub(crate) const DEFAULT_LIMIT: usize = 100;
 pub(crate) const MAX_LIMIT: usize = 1000;
 const MAX_CAMERA_ID_LEN: usize = 64;
 
+/// Runs blocking work (SQLite, redb, argon2) off the async workers; its
+/// failure is a 503 with the reason.
+pub(crate) async fn off_thread<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))?
+        .map_err(|e| ApiError::Storage(e.to_string()))
+}
+
 /// An API error: a status and a message a person can act on, as JSON.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -124,14 +139,12 @@ async fn describe(
 ) -> Result<Vec<ApiCamera>, ApiError> {
     let reader = state.reader.clone();
     let ids: Vec<String> = statuses.iter().map(|s| s.id.clone()).collect();
-    let last_ids = web::block(move || {
+    let last_ids = off_thread(move || {
         ids.iter()
             .map(|id| reader.last_detection_id(id))
             .collect::<Result<Vec<_>, _>>()
     })
-    .await
-    .map_err(|e| ApiError::Storage(e.to_string()))?
-    .map_err(|e| ApiError::Storage(e.to_string()))?;
+    .await?;
     Ok(statuses
         .into_iter()
         .zip(last_ids)
@@ -207,8 +220,14 @@ pub(crate) struct ApiDetection {
 /// One page of detections; pass `next_after` as `after` to get the next.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct DetectionPage {
+    /// See the events page.
+    #[serde(rename = "box")]
+    box_id: String,
     detections: Vec<ApiDetection>,
     next_after: Option<i64>,
+    /// Present when your cursor fell behind retention (ids up to
+    /// `deleted_up_to` may be gone).
+    gap: Option<Gap>,
 }
 
 impl From<StoredDetection> for ApiDetection {
@@ -255,13 +274,18 @@ pub(crate) async fn detections(
         limit,
     };
     let reader = state.reader.clone();
-    let rows = web::block(move || reader.detections(&query))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    // The state first: a deletion after it can only make the gap look
+    // smaller than it was for rows this page does not show.
+    let (state, rows) = off_thread(move || {
+        let state = reader.poll_state()?;
+        Ok::<_, vigil_storage::StorageError>((state, reader.detections(&query)?))
+    })
+    .await?;
     let page = DetectionPage {
+        box_id: state.box_id,
         next_after: rows.last().map(|d| d.id).or(p.after),
         detections: rows.into_iter().map(Into::into).collect(),
+        gap: gap(p.after, state.deleted_detection_id),
     };
     Ok(HttpResponse::Ok().json(page))
 }
@@ -332,8 +356,33 @@ impl From<StoredEvent> for ApiEvent {
 /// change of an event (opened, updated, closed) comes once, in order.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct EventPage {
+    /// This box's database: a different id than last time means a new
+    /// database, where your cursor means nothing (start from 0).
+    #[serde(rename = "box")]
+    box_id: String,
     events: Vec<ApiEvent>,
     next_after: Option<i64>,
+    /// Present when your cursor fell behind retention: changes after it, up
+    /// to `deleted_up_to`, may have been deleted before you read them.
+    gap: Option<Gap>,
+}
+
+/// Rows retention deleted before a poller read them.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Gap {
+    /// Your cursor.
+    after: i64,
+    /// The highest revision (events) or id (detections) retention deleted.
+    deleted_up_to: i64,
+}
+
+/// A gap when `after` is below what retention deleted. Without a cursor a
+/// client asked for the newest rows and cannot have missed any.
+fn gap(after: Option<i64>, deleted_up_to: i64) -> Option<Gap> {
+    after.filter(|a| *a < deleted_up_to).map(|after| Gap {
+        after,
+        deleted_up_to,
+    })
 }
 
 fn check_name(what: &str, v: &Option<String>) -> Result<(), ApiError> {
@@ -367,13 +416,16 @@ pub(crate) async fn events(
     let after = p.after;
     let query = event_query(p)?;
     let reader = state.reader.clone();
-    let rows = web::block(move || reader.events(&query))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let (state, rows) = off_thread(move || {
+        let state = reader.poll_state()?;
+        Ok::<_, vigil_storage::StorageError>((state, reader.events(&query)?))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(EventPage {
+        box_id: state.box_id,
         next_after: rows.last().map(|e| e.revision).or(after),
         events: rows.into_iter().map(Into::into).collect(),
+        gap: gap(after, state.deleted_event_revision),
     }))
 }
 
@@ -415,9 +467,14 @@ pub(crate) struct CountParams {
     camera: String,
     from: Option<String>,
     to: Option<String>,
+    label: Option<String>,
+    /// A zone's name; `""` for first sightings; `LINE:in` / `LINE:out`.
+    zone: Option<String>,
 }
 
-/// Per-minute counts of one camera; the last 24 hours unless told otherwise.
+/// Per-minute counts of one camera, by label and zone; the last 24 hours
+/// unless told otherwise. Counts of the current minute still grow: poll by
+/// time range (from the last complete minute you have).
 #[utoipa::path(get, path = "/api/v1/counts", tag = "history", params(CountParams),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
@@ -449,12 +506,21 @@ pub(crate) async fn counts(
         zone: String,
         count: i64,
     }
+    check_name("label", &p.label)?;
+    if p.zone.as_ref().is_some_and(|z| z.len() > 64) {
+        return Err(ApiError::BadRequest(
+            "zone must be at most 64 characters".into(),
+        ));
+    }
+    let query = vigil_storage::CountQuery {
+        camera: p.camera.clone(),
+        from_ms: from,
+        to_ms: to,
+        label: p.label,
+        zone: p.zone,
+    };
     let reader = state.reader.clone();
-    let camera = p.camera.clone();
-    let rows: Vec<MinuteCount> = web::block(move || reader.minute_counts(&camera, from, to))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let rows: Vec<MinuteCount> = off_thread(move || reader.counts(&query)).await?;
     let counts: Vec<ApiCount> = rows
         .into_iter()
         .map(|c| ApiCount {
@@ -524,10 +590,8 @@ pub(crate) async fn snapshot(
     // Nothing analysed since start: the last detections before the restart.
     let hot = state.hot.clone();
     let key = id.clone();
-    let stored = web::block(move || hot.latest(&key))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?
+    let stored = off_thread(move || hot.latest(&key))
+        .await?
         .and_then(|bytes| serde_json::from_slice::<crate::LatestDetections>(&bytes).ok())
         .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} has no analysed frame yet")))?;
     let l = &stored;
@@ -557,16 +621,7 @@ pub(crate) async fn snapshot_jpeg(
         .live
         .get(&id, q.seq)
         .ok_or_else(|| ApiError::NotFound(format!("camera {id:?}: frame no longer kept")))?;
-    let seq = snap.seq;
-    let jpeg = web::block(move || snap.jpeg().map(<[u8]>::to_vec))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound("frame could not be encoded".into()))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "image/jpeg"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("X-Frame-Seq", seq.to_string()))
-        .body(jpeg))
+    crate::stream::frame_response(snap, false).await
 }
 
 /// One event by id.
@@ -580,13 +635,9 @@ pub(crate) async fn event(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let reader = state.reader.clone();
-    let found = web::block(move || reader.event(id))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no event {id} (retention may have removed it)"))
-        })?;
+    let found = off_thread(move || reader.event(id)).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("no event {id} (retention may have removed it)"))
+    })?;
     Ok(HttpResponse::Ok().json(ApiEvent::from(found)))
 }
 
@@ -601,10 +652,8 @@ pub(crate) async fn event_snapshot(
 ) -> Result<HttpResponse, ApiError> {
     let hot = state.hot.clone();
     let key = key.into_inner();
-    let jpeg = web::block(move || hot.snapshot(key))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?
+    let jpeg = off_thread(move || hot.snapshot(key))
+        .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!("no snapshot {key} (it may have been evicted)"))
         })?;

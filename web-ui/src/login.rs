@@ -9,7 +9,7 @@ use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::api::{off_thread, ApiError};
 use crate::auth::{Caller, SESSION_COOKIE};
 use crate::AppState;
 
@@ -125,10 +125,7 @@ pub(crate) async fn login(
     }
     let auth = state.auth.clone();
     let (name, pw) = (user.clone(), password);
-    let found = web::block(move || auth.verify_password(&name, &pw))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let found = off_thread(move || auth.verify_password(&name, &pw)).await?;
     let Some(found) = found else {
         state.limiter.fail(&keys);
         tracing::warn!(user = %user, %ip, "failed login");
@@ -136,10 +133,7 @@ pub(crate) async fn login(
     };
     state.limiter.succeed(&keys);
     let auth = state.auth.clone();
-    let new = web::block(move || auth.create_session(&found, SESSION_TTL))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let new = off_thread(move || auth.create_session(&found, SESSION_TTL)).await?;
     tracing::info!(user = %user, %ip, "logged in");
     let info = SessionInfo {
         caller: Caller::User {
@@ -170,10 +164,7 @@ pub(crate) async fn logout(
     if let Some(cookie) = request.cookie(SESSION_COOKIE) {
         let auth = state.auth.clone();
         let value = cookie.value().to_string();
-        web::block(move || auth.end_session(&value))
-            .await
-            .map_err(|e| ApiError::Storage(e.to_string()))?
-            .map_err(|e| ApiError::Storage(e.to_string()))?;
+        off_thread(move || auth.end_session(&value)).await?;
     }
     Ok(HttpResponse::NoContent()
         .cookie(session_cookie(

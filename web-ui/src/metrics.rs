@@ -195,12 +195,12 @@ impl prometheus_client::collector::Collector for Snapshot {
             u.detections as f64,
         )?;
         let p = &s.process;
-        gauge(
-            &mut e,
+        ConstCounter::new(p.cpu_seconds).encode(e.encode_descriptor(
             "process_cpu_seconds",
             "CPU time used by the process",
-            p.cpu_seconds,
-        )?;
+            None,
+            MetricType::Counter,
+        )?)?;
         gauge(
             &mut e,
             "process_resident_bytes",

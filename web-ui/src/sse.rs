@@ -13,7 +13,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use vigil_storage::EventQuery;
 
-use crate::api::{event_query, ApiError, ApiEvent, EventParams};
+use crate::api::{event_query, off_thread, ApiError, ApiEvent, EventParams};
 use crate::AppState;
 
 /// New rows are committed in groups a quarter second apart: polling twice
@@ -34,6 +34,8 @@ struct Feed {
     query: EventQuery,
     last_sent: Instant,
     first: bool,
+    /// `(cursor, deleted_up_to)` to announce before anything else.
+    gap: Option<(i64, i64)>,
 }
 
 /// Event changes as server-sent events (`id:` is the revision; reconnect
@@ -65,12 +67,22 @@ pub(crate) async fn live_events(
         // No cursor: from now on.
         None => {
             let reader = state.reader.clone();
-            web::block(move || reader.last_event_revision())
-                .await
-                .map_err(|e| ApiError::Storage(e.to_string()))?
-                .map_err(|e| ApiError::Storage(e.to_string()))?
+            off_thread(move || reader.last_event_revision())
+                .await?
                 .unwrap_or(0)
         }
+    };
+    // A cursor below what retention deleted may have missed changes: say
+    // so first (`event: gap`) rather than resume as if nothing happened.
+    let gap = match resume.or(query.after_revision) {
+        Some(after) => {
+            let reader = state.reader.clone();
+            let deleted = off_thread(move || reader.poll_state())
+                .await?
+                .deleted_event_revision;
+            (after < deleted).then_some((after, deleted))
+        }
+        None => None,
     };
     query.after_revision = Some(start);
     query.limit = PAGE;
@@ -80,6 +92,7 @@ pub(crate) async fn live_events(
         query,
         last_sent: Instant::now(),
         first: true,
+        gap,
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
@@ -99,7 +112,13 @@ impl Feed {
         if std::mem::take(&mut self.first) {
             // Tell the browser how soon to reconnect, and open the stream at
             // once so the client knows it is connected.
-            return Some(Bytes::from_static(b"retry: 2000\n: connected\n\n"));
+            let mut hello = String::from("retry: 2000\n: connected\n\n");
+            if let Some((after, deleted_up_to)) = self.gap.take() {
+                hello.push_str(&format!(
+                    "event: gap\ndata: {{\"after\":{after},\"deleted_up_to\":{deleted_up_to}}}\n\n"
+                ));
+            }
+            return Some(Bytes::from(hello));
         }
         loop {
             if self.closing.0.load(Ordering::Relaxed) {

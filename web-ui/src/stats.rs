@@ -5,7 +5,7 @@ use serde::Serialize;
 use vigil_storage::writer::WriterHealth;
 use vigil_storage::StorageUsage;
 
-use crate::api::{now_ms, rfc3339_ms, ApiError, ErrorBody};
+use crate::api::{now_ms, off_thread, rfc3339_ms, ApiError, ErrorBody};
 use crate::{AppState, CameraStatus, InferenceStats};
 
 /// Answers while the process serves requests; says nothing else (it is the
@@ -105,10 +105,7 @@ pub(crate) struct Stats {
 
 pub(crate) async fn collect(state: &AppState) -> Result<Stats, ApiError> {
     let reader = state.reader.clone();
-    let usage = web::block(move || reader.usage())
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .map_err(|e| ApiError::Storage(e.to_string()))?;
+    let usage = off_thread(move || reader.usage()).await?;
     Ok(Stats {
         time: rfc3339_ms(now_ms()),
         cameras: state.pipeline.cameras(),

@@ -3,6 +3,7 @@
 //! VLC or NVR can show without JavaScript.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::{self, Bytes};
@@ -10,7 +11,7 @@ use actix_web::{http::header, HttpResponse};
 
 use crate::api::{known_camera, ApiError, ErrorBody};
 use crate::sse::Closing;
-use crate::{AppState, LiveDetection};
+use crate::{AppState, LiveDetection, Snapshot};
 
 /// How often the stream looks for a newer analysed frame.
 const STREAM_POLL: Duration = Duration::from_millis(100);
@@ -79,11 +80,26 @@ pub(crate) async fn latest_jpeg(
         .live
         .latest(&id)
         .ok_or_else(|| ApiError::NotFound(format!("camera {id:?} has no analysed frame yet")))?;
+    frame_response(snap, true).await
+}
+
+/// One analysed frame as a JPEG response, plain or with its boxes drawn.
+pub(crate) async fn frame_response(
+    snap: Arc<Snapshot>,
+    with_boxes: bool,
+) -> Result<HttpResponse, ApiError> {
     let seq = snap.seq;
-    let jpeg = web::block(move || snap.annotated_jpeg().map(<[u8]>::to_vec))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound("frame could not be encoded".into()))?;
+    let jpeg = web::block(move || {
+        let jpeg = if with_boxes {
+            snap.annotated_jpeg()
+        } else {
+            snap.jpeg()
+        };
+        jpeg.map(<[u8]>::to_vec)
+    })
+    .await
+    .map_err(|e| ApiError::Storage(e.to_string()))?
+    .ok_or_else(|| ApiError::NotFound("frame could not be encoded".into()))?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "image/jpeg"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

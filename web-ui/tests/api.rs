@@ -135,6 +135,14 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
     let (_, counts) = get(&format!("{base}/counts?camera=gate&from=0&to=120000"));
     assert_eq!(counts["counts"][0]["count"], 3);
     assert_eq!(counts["counts"][0]["minute"], "1970-01-01T00:01:00.000Z");
+    let (_, by_zone) = get(&format!(
+        "{base}/counts?camera=gate&from=0&to=120000&zone=drive&label=person"
+    ));
+    assert_eq!(by_zone["counts"].as_array().unwrap().len(), 1);
+    let (_, other) = get(&format!(
+        "{base}/counts?camera=gate&from=0&to=120000&zone=lawn"
+    ));
+    assert!(other["counts"].as_array().unwrap().is_empty());
     let mut jpeg = ureq::get(&format!("{}{snap_url}", server.origin))
         .header("Authorization", bearer())
         .call()
@@ -261,4 +269,71 @@ fn live_feed_pushes_each_stored_change_and_resumes_from_last_event_id() {
     server.stop();
     assert!(stopping.elapsed() < std::time::Duration::from_secs(3));
     writer.finish();
+}
+
+#[test]
+fn a_cursor_behind_retention_is_told_of_the_gap() {
+    let server = TestServer::start();
+    use_token(&server.read_token);
+    let base = server.api();
+    let mut config = WriterConfig::default();
+    config.retention.check_every = std::time::Duration::from_millis(50);
+    let writer = spawn_writer(&server.db, config).unwrap();
+    // Two events from 1970 (deleted by retention at once), then a fresh one.
+    writer
+        .sender()
+        .send(WriteOp::Event(event("old1", 1_000, Some(2_000), &[], 0.9)))
+        .unwrap();
+    writer
+        .sender()
+        .send(WriteOp::Event(event("old2", 1_000, Some(2_000), &[], 0.9)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&format!("{base}/events?after=0")).1["gap"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention deleted them"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    writer
+        .sender()
+        .send(WriteOp::Event(event("new", now, None, &[], 0.9)))
+        .unwrap();
+    writer.finish();
+
+    let (_, behind) = get(&format!("{base}/events?after=0"));
+    assert_eq!(behind["gap"]["after"], 0, "{behind}");
+    assert_eq!(behind["gap"]["deleted_up_to"], 2, "{behind}");
+    assert_eq!(
+        behind["events"][0]["revision"], 3,
+        "the new one still comes"
+    );
+    assert_eq!(behind["box"].as_str().unwrap().len(), 32);
+    let (_, current) = get(&format!("{base}/events?after=2"));
+    assert!(current["gap"].is_null(), "{current}");
+    let (_, newest) = get(&format!("{base}/events"));
+    assert!(newest["gap"].is_null(), "no cursor, no gap");
+
+    // The live feed says it first.
+    let response = ureq::get(&format!("{base}/events/live"))
+        .header("Authorization", bearer())
+        .header("Last-Event-ID", "0")
+        .call()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(response.into_body().into_reader()).lines();
+    let mut head = String::new();
+    while !head.contains("data: ") {
+        head.push_str(&lines.next().unwrap().unwrap());
+        head.push('\n');
+    }
+    assert!(
+        head.contains("event: gap\ndata: {\"after\":0,\"deleted_up_to\":2}"),
+        "{head}"
+    );
 }

@@ -409,6 +409,33 @@ fn metrics_and_readiness_answer_to_a_token() {
         "{text}"
     );
     assert!(text.trim_end().ends_with("# EOF"));
+    // Every series the shipped Grafana dashboard queries is served.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/grafana/vigil-fleet.json"),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = dashboard
+        .match_indices("vigil_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| n.len() > "vigil_".len())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 15, "{names:?}");
+    for name in names {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the dashboard asks for {name}, which /metrics does not serve"
+        );
+    }
     let ready = get_as(&format!("{}/readyz", server.origin), &server.read_token);
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["status"], Value::from("ready"));
