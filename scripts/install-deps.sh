@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libavdevice-dev libjpeg-turbo-progs
           libswscale-dev ffmpeg procps ca-certificates curl
           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
-          gstreamer1.0-plugins-bad)
+          gstreamer1.0-plugins-bad mosquitto wrk)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v chromium >/dev/null || packages+=(chromium)

@@ -47,6 +47,8 @@ pub struct Config {
     pub detector: DetectorSection,
     #[serde(default)]
     pub cameras: Vec<CameraSection>,
+    /// Publish events and camera status to an MQTT broker.
+    pub mqtt: Option<MqttSection>,
     /// The file as written, for the API's view of the configuration.
     #[serde(skip)]
     pub text: String,
@@ -85,6 +87,56 @@ impl ServerSection {
             }),
             _ => None,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `mqtt://host[:port]` (port 1883 by default).
+    pub url: Spanned<String>,
+    /// Topics start with this [default: `vigil/<box id>`].
+    pub topic_prefix: Option<String>,
+    /// [default: `vigil-<box id>`]
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Spanned<String>>,
+    /// After an outage, at most this many event changes are replayed; older
+    /// ones are skipped with a message on `<prefix>/gap`.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: usize,
+}
+
+fn default_max_backlog() -> usize {
+    10_000
+}
+
+impl MqttSection {
+    /// Host and port from `url`.
+    pub fn address(&self) -> Result<(String, u16), String> {
+        let url = self.url.get_ref();
+        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+            if url.starts_with("mqtts://") {
+                "mqtts:// (TLS) is not supported yet; use mqtt:// on a trusted network".to_string()
+            } else {
+                format!("{url:?}: use mqtt://host[:port]")
+            }
+        })?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port in {url:?}"))?,
+            ),
+            None => (rest, 1883),
+        };
+        if host.is_empty() || host.contains(['/', '@']) {
+            return Err(format!(
+                "{url:?}: use mqtt://host[:port] (credentials go in username/password)"
+            ));
+        }
+        Ok((host.to_string(), port))
     }
 }
 
@@ -375,6 +427,9 @@ impl Config {
                 edits.push((pw.span(), quote("<redacted>")));
             }
         }
+        if let Some(pw) = self.mqtt.as_ref().and_then(|m| m.password.as_ref()) {
+            edits.push((pw.span(), quote("<redacted>")));
+        }
         // From the end, so earlier spans stay valid.
         edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
         let mut text = self.text.clone();
@@ -411,6 +466,18 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        if let Some(mqtt) = &self.mqtt {
+            if let Err(message) = mqtt.address() {
+                return Err(fail(mqtt.url.span(), "mqtt.url".into(), message));
+            }
+            if mqtt.max_backlog == 0 {
+                return Err(fail(
+                    mqtt.url.span(),
+                    "mqtt.max_backlog".into(),
+                    "must be at least 1".into(),
+                ));
+            }
         }
         let score = &self.detector.min_score;
         if !(0.0..=1.0).contains(score.get_ref()) {
@@ -765,5 +832,31 @@ min_area = 0.001
         let both = one.replace("[storage]", "tls_key = \"/etc/vigil/key.pem\"\n[storage]");
         let c = Config::parse(&both, Path::new("t.toml")).unwrap();
         assert_eq!(c.server.tls().unwrap().key, Path::new("/etc/vigil/key.pem"));
+    }
+
+    #[test]
+    fn mqtt_needs_a_plain_mqtt_url_and_hides_its_password() {
+        let base = "[storage]\npath = \"db\"\n[mqtt]\n";
+        let ok =
+            format!("{base}url = \"mqtt://broker.lan\"\nusername = \"u\"\npassword = \"pw-123\"\n");
+        let c = Config::parse(&ok, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.mqtt.as_ref().unwrap().address().unwrap(),
+            ("broker.lan".into(), 1883)
+        );
+        assert!(!c.redacted_toml().contains("pw-123"));
+        for bad in [
+            "http://broker",
+            "mqtts://broker",
+            "mqtt://u:p@broker",
+            "mqtt://broker:99999",
+        ] {
+            let e = err(&format!("{base}url = \"{bad}\"\n"));
+            assert_eq!(
+                (e.line, e.field.as_deref()),
+                (Some(4), Some("mqtt.url")),
+                "{bad}: {e}"
+            );
+        }
     }
 }

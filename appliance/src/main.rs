@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod demo;
 mod model_cmd;
+mod mqtt;
 mod pipeline;
 mod poll;
 mod reload;

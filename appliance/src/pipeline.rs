@@ -81,6 +81,8 @@ pub struct Running {
     analyser: std::thread::JoinHandle<()>,
     writer: vigil_storage::WriterHandle,
     server: vigil_web_ui::ServerHandle,
+    /// Publishes what the writer stored; stopped after it.
+    mqtt: Option<crate::mqtt::MqttPublisher>,
     /// Held to know when every other user let go: redb allows one opener.
     hot: Arc<HotStore>,
 }
@@ -229,6 +231,27 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
         .name("analyser".into())
         .spawn(move || analyser.run(frame_rx))?;
 
+    let view: Arc<dyn vigil_web_ui::Pipeline> = Arc::new(PipelineView {
+        cameras: directory,
+        model,
+        stats: analysis_stats,
+        config_toml: config.redacted_toml(),
+        control,
+    });
+    let reader = Arc::new(Reader::new(&db));
+    let mqtt = match &config.mqtt {
+        Some(section) => {
+            let box_id = reader.poll_state()?.box_id;
+            let settings = crate::mqtt::Settings::new(section, &box_id)?;
+            Some(crate::mqtt::spawn(
+                settings,
+                reader.clone(),
+                hot.clone(),
+                view.clone(),
+            )?)
+        }
+        None => None,
+    };
     let server = vigil_web_ui::start(
         &ServerConfig {
             listen: config.server.listen.get_ref().clone(),
@@ -236,15 +259,9 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
             tls: config.server.tls(),
         },
         AppState {
-            pipeline: Arc::new(PipelineView {
-                cameras: directory,
-                model,
-                stats: analysis_stats,
-                config_toml: config.redacted_toml(),
-                control,
-            }),
+            pipeline: view.clone(),
             live,
-            reader: Arc::new(Reader::new(&db)),
+            reader,
             storage_health: writer.stats.clone(),
             hot: hot.clone(),
             auth,
@@ -260,6 +277,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
         analyser,
         writer,
         server,
+        mqtt,
         hot,
     })
 }
@@ -276,6 +294,11 @@ impl Running {
             tracing::error!("analyser thread panicked");
         }
         self.writer.finish();
+        // After the writer: the last changes (events closed at the stop)
+        // are stored, so they go out too.
+        if let Some(mqtt) = self.mqtt {
+            mqtt.stop();
+        }
         self.server.stop();
         // The server's worker threads drop their copy of the state a moment
         // after it stops. Wait for that, so a restart in this process can

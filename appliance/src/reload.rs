@@ -135,6 +135,19 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
             edits.push((pw.span(), quote(old_pw.get_ref())));
         }
     }
+    if let Some(pw) = draft
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.password.as_ref())
+        .filter(|p| p.get_ref() == HIDDEN_PASSWORD)
+    {
+        let Some(old_pw) = current.mqtt.as_ref().and_then(|m| m.password.as_ref()) else {
+            return Err(ConfigUpdateError::Invalid(format!(
+                "mqtt: password is {HIDDEN_PASSWORD:?} but there is no stored one"
+            )));
+        };
+        edits.push((pw.span(), quote(old_pw.get_ref())));
+    }
     edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
     let mut text = text.to_string();
     for (span, with) in edits {

@@ -22,6 +22,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+/// An event as the API shows it (`GET /api/v1/events/{id}`), for other
+/// channels (MQTT) that must say the same.
+pub fn event_json(event: vigil_storage::StoredEvent) -> serde_json::Value {
+    serde_json::to_value(api::ApiEvent::from(event)).unwrap_or_default()
+}
+
 pub use live::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
 pub use login::LoginLimiter;
 pub use metrics::BatchLatency;
