@@ -6,61 +6,14 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assets, free_port, import_model, Guard, VIGIL};
+use common::{import_model, stop, wait_for, Guard, StreetBox, VIGIL};
 use serde_json::Value;
 
-struct TestBox {
-    config: PathBuf,
-    data: PathBuf,
-    url: String,
-    token: String,
-}
-
-fn make_box(dir: &Path, name: &str) -> TestBox {
-    let port = free_port();
-    let data = dir.join(name);
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = {data:?}\n\
-             [[cameras]]\nid = \"street\"\nurl = \"file://{}?loop=1\"\ndetect_fps = 3\n",
-            assets().join("video/vtest.avi").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(VIGIL)
-        .args(["token", "create", "hq", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    TestBox {
-        config,
-        data,
-        url: format!("http://127.0.0.1:{port}"),
-        token: String::from_utf8(out.stdout).unwrap().trim().to_string(),
-    }
-}
-
-fn start_box(b: &TestBox, models: &Path) -> Guard {
-    Guard(Some(
-        Command::new(VIGIL)
-            .args(["run", "--config"])
-            .arg(&b.config)
-            .env("VIGIL_MODEL_DIR", models)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ))
-}
-
-fn start_poller(boxes: &[&TestBox], out: &Path, state: &Path, once: bool) -> Child {
+fn start_poller(boxes: &[&StreetBox], out: &Path, state: &Path, once: bool) -> Child {
     let mut cmd = Command::new(VIGIL);
     cmd.arg("poll");
     for b in boxes {
@@ -75,21 +28,6 @@ fn start_poller(boxes: &[&TestBox], out: &Path, state: &Path, once: bool) -> Chi
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Stops a child with SIGTERM and waits for a clean exit.
-fn stop(mut guard: Guard) {
-    let mut child = guard.0.take().unwrap();
-    common::signal(&child, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The output's event lines per source.
@@ -108,38 +46,18 @@ fn events_from(out: &Path, source: &str) -> usize {
         .count()
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within 90 s");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// `(id, revision)` of every event a box stored.
-fn stored(data: &Path) -> BTreeMap<i64, i64> {
-    let db = rusqlite::Connection::open(data.join("vigil.sqlite3")).unwrap();
-    let mut stmt = db.prepare("SELECT id, revision FROM events").unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    rows
-}
-
 #[test]
 fn every_event_of_two_boxes_arrives_once_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
     import_model(&models);
-    let a = make_box(tmp.path(), "a");
-    let b = make_box(tmp.path(), "b");
+    let a = StreetBox::new(tmp.path(), "a", "");
+    let b = StreetBox::new(tmp.path(), "b", "");
     let out = tmp.path().join("events.jsonl");
     let state = tmp.path().join("poll-state");
 
-    let box_a = start_box(&a, &models);
-    let box_b = start_box(&b, &models);
+    let box_a = a.start(&models);
+    let box_b = b.start(&models);
     let poller = Guard(Some(start_poller(&[&a, &b], &out, &state, false)));
     wait_for("events from both boxes", || {
         events_from(&out, &a.url) >= 3 && events_from(&out, &b.url) >= 3
@@ -150,7 +68,7 @@ fn every_event_of_two_boxes_arrives_once_across_restarts() {
     stop(box_b);
     let before_restart = events_from(&out, &b.url);
     std::thread::sleep(Duration::from_secs(2));
-    let box_b = start_box(&b, &models);
+    let box_b = b.start(&models);
     wait_for("events from b after its restart", || {
         events_from(&out, &b.url) > before_restart + 2
     });
@@ -168,8 +86,8 @@ fn every_event_of_two_boxes_arrives_once_across_restarts() {
     stop(poller);
     stop(box_a);
     stop(box_b);
-    let box_a = start_box(&a, &models);
-    let box_b = start_box(&b, &models);
+    let box_a = a.start(&models);
+    let box_b = b.start(&models);
     wait_for("both boxes answer again", || {
         [&a, &b]
             .iter()
@@ -200,7 +118,7 @@ fn every_event_of_two_boxes_arrives_once_across_restarts() {
             last_revision = revision;
             latest.insert(id, revision);
         }
-        let db = stored(&x.data);
+        let db = x.stored_events();
         let drained: BTreeMap<i64, i64> = db
             .into_iter()
             .filter(|(_, revision)| *revision <= last_revision)

@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assets, free_port, import_model, Guard, VIGIL};
+use common::{free_port, import_model, stop, wait_for, Guard, StreetBox};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -43,16 +43,6 @@ fn broker(dir: &Path, port: u16) -> Guard {
         std::thread::sleep(Duration::from_millis(50));
     }
     Guard(Some(child))
-}
-
-fn stop(mut guard: Guard) {
-    let mut child: Child = guard.0.take().unwrap();
-    common::signal(&child, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A persistent session ("hq"): the broker keeps QoS 1 messages for it
@@ -102,14 +92,6 @@ fn events_page(origin: &str, token: &str) -> Option<Value> {
     serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within 90 s");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
     let tmp = tempfile::tempdir().unwrap();
@@ -121,36 +103,13 @@ fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
     let mosquitto = broker(&broker_dir, broker_port);
     subscribe(broker_port);
 
-    let port = free_port();
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = {data:?}\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\n\
-             [[cameras]]\nid = \"street\"\nurl = \"file://{}?loop=1\"\ndetect_fps = 3\n",
-            assets().join("video/vtest.avi").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(VIGIL)
-        .args(["token", "create", "t", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let origin = format!("http://127.0.0.1:{port}");
-    let vigil = Guard(Some(
-        Command::new(VIGIL)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("VIGIL_MODEL_DIR", &models)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(tmp.path().join("vigil.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
+    let street = StreetBox::new(
+        tmp.path(),
+        "box",
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\n"),
+    );
+    let (origin, token) = (street.url.clone(), street.token.clone());
+    let vigil = street.start(&models);
     let count =
         || events_page(&origin, &token).map_or(0, |p| p["events"].as_array().map_or(0, Vec::len));
     wait_for("events stored", || count() >= 3);
@@ -162,23 +121,16 @@ fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
         count() >= during + 2
     });
     let mosquitto = broker(&broker_dir, broker_port);
-    // The box reconnects (its backoff is at most a few seconds here) and
-    // catches up; then it stops cleanly, publishing its last changes.
-    std::thread::sleep(Duration::from_secs(12));
+    // The box reconnects and catches up; then it stops cleanly, publishing
+    // its last changes.
+    wait_for("the box reconnected", || {
+        street.log().matches("mqtt connected").count() >= 2
+    });
     let page = events_page(&origin, &token).unwrap();
     let box_id = page["box"].as_str().unwrap().to_string();
     stop(vigil);
 
-    let stored: BTreeMap<i64, i64> = {
-        let db = rusqlite::Connection::open(data.join("vigil.sqlite3")).unwrap();
-        let mut stmt = db.prepare("SELECT id, revision FROM events").unwrap();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        rows
-    };
+    let stored = street.stored_events();
     let messages = collect(broker_port, Duration::from_secs(3));
     stop(mosquitto);
 
@@ -202,7 +154,7 @@ fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
         }
     }
     assert!(stored.len() >= 5, "{stored:?}");
-    let log = std::fs::read_to_string(tmp.path().join("vigil.log")).unwrap_or_default()
+    let log = street.log()
         + &std::fs::read_to_string(broker_dir.join("mosquitto.log")).unwrap_or_default();
     let topics: Vec<&str> = messages.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
@@ -224,4 +176,58 @@ fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
         camera_status["ingest"]["state"].is_string(),
         "{camera_status}"
     );
+}
+
+#[test]
+fn a_backlog_over_max_backlog_is_cut_and_the_cut_announced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    import_model(&models);
+    let broker_port = free_port();
+    let broker_dir = tmp.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    // The subscriber's session exists before the box ever connects.
+    let mosquitto = broker(&broker_dir, broker_port);
+    subscribe(broker_port);
+    stop(mosquitto);
+
+    let street = StreetBox::new(
+        tmp.path(),
+        "box",
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nmax_backlog = 2\n"),
+    );
+    let (origin, token) = (street.url.clone(), street.token.clone());
+    let vigil = street.start(&models);
+    let count =
+        || events_page(&origin, &token).map_or(0, |p| p["events"].as_array().map_or(0, Vec::len));
+    wait_for("events stored while the broker is away", || count() >= 5);
+    let mosquitto = broker(&broker_dir, broker_port);
+    wait_for("the box connected", || {
+        street.log().contains("mqtt connected")
+    });
+    stop(vigil);
+    let stored = street.stored_events();
+    let messages = collect(broker_port, Duration::from_secs(3));
+    stop(mosquitto);
+
+    let gap: Value = messages
+        .iter()
+        .find(|(t, _)| t.ends_with("/gap"))
+        .map(|(_, p)| serde_json::from_slice(p).unwrap())
+        .unwrap_or_else(|| panic!("a gap message\n{}", street.log()));
+    assert_eq!(gap["reason"], "backlog over mqtt.max_backlog", "{gap}");
+    let cut = gap["skipped_to"].as_i64().unwrap();
+    assert!(cut >= 1, "{gap}");
+    let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
+    for (topic, payload) in &messages {
+        if topic.ends_with("/events") {
+            let e: Value = serde_json::from_slice(payload).unwrap();
+            let rev = e["revision"].as_i64().unwrap();
+            assert!(rev > cut, "only changes after the cut: {e}");
+            let r = latest.entry(e["id"].as_i64().unwrap()).or_insert(rev);
+            *r = (*r).max(rev);
+        }
+    }
+    let after_cut: BTreeMap<i64, i64> = stored.into_iter().filter(|(_, r)| *r > cut).collect();
+    assert_eq!(latest, after_cut, "everything after the cut was published");
 }
