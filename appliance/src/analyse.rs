@@ -33,6 +33,21 @@ pub struct AnalysisStats {
     pub errors: AtomicU64,
     pub events_opened: AtomicU64,
     pub line_crossings: AtomicU64,
+    /// When the batch being analysed now started: the watchdog's view.
+    pub busy_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl AnalysisStats {
+    pub fn analysing_for(&self) -> Option<std::time::Duration> {
+        self.busy_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    fn set_busy(&self, since: Option<Instant>) {
+        *self.busy_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
 }
 
 pub struct Analyser {
@@ -57,7 +72,9 @@ impl Analyser {
         let mut report = Reporter::new();
         let mut snapshots = SnapshotKeys::default();
         while let Some(batch) = frames.next_batch(self.policy.max_batch, self.policy.max_wait) {
+            self.stats.set_busy(Some(Instant::now()));
             self.analyse(batch, &mut snapshots);
+            self.stats.set_busy(None);
             report.maybe_log(&self.stats);
         }
         // Objects still in view when the appliance stops: their events end

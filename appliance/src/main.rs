@@ -11,6 +11,7 @@ mod mqtt;
 mod pipeline;
 mod poll;
 mod reload;
+mod service;
 mod shutdown;
 mod snapshot;
 

@@ -23,7 +23,7 @@ use vigil_web_ui::{
 use crate::analyse::{Analyser, AnalysisStats, BatchPolicy};
 use crate::config::Config;
 use crate::reload::{ConfigControl, ConfigUpdateError, Request};
-use crate::shutdown;
+use crate::{service, shutdown};
 
 /// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly. A new
 /// configuration (PUT /api/v1/config, or SIGHUP after editing the file)
@@ -35,15 +35,33 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     shutdown::forward(signals, requests.clone())?;
     let control = Arc::new(ConfigControl::new(config.clone(), requests));
     let mut running = start(&config, control.clone())?;
+    service::ready(&running.summary());
+    let mut health = service::Health::new();
     loop {
-        let new = match incoming.recv() {
-            Ok(Request::Stop(signal)) => {
+        let request = match incoming.recv_timeout(service::tick()) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // No ping while stuck: systemd's watchdog restarts us.
+                match health.check(running.health_sample(), std::time::Instant::now()) {
+                    Ok(()) => {
+                        service::watchdog_ping();
+                        service::status(&running.summary());
+                    }
+                    Err(stuck) => {
+                        tracing::error!(reason = %stuck, "pipeline stuck; not feeding the watchdog")
+                    }
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let new = match request {
+            Request::Stop(signal) => {
                 tracing::info!(signal, "shutting down");
                 break;
             }
-            Err(_) => break,
-            Ok(Request::Reload(config)) => *config,
-            Ok(Request::ReloadFile) => match control.load_file() {
+            Request::Reload(config) => *config,
+            Request::ReloadFile => match control.load_file() {
                 Ok(config) => config,
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: keeping the running configuration");
@@ -51,6 +69,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 }
             },
         };
+        service::reloading();
         running.stop();
         let old = control.current();
         running = match start(&new, control.clone()) {
@@ -68,7 +87,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 start(&old, control.clone())?
             }
         };
+        service::ready(&running.summary());
     }
+    service::stopping();
     running.stop();
     tracing::info!("stopped cleanly");
     Ok(())
@@ -83,6 +104,8 @@ pub struct Running {
     server: vigil_web_ui::ServerHandle,
     /// Publishes what the writer stored; stopped after it.
     mqtt: Option<crate::mqtt::MqttPublisher>,
+    view: Arc<dyn vigil_web_ui::Pipeline>,
+    analysis: Arc<AnalysisStats>,
     /// Held to know when every other user let go: redb allows one opener.
     hot: Arc<HotStore>,
 }
@@ -231,6 +254,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
         .name("analyser".into())
         .spawn(move || analyser.run(frame_rx))?;
 
+    let analysis_stats_handle = analysis_stats.clone();
     let view: Arc<dyn vigil_web_ui::Pipeline> = Arc::new(PipelineView {
         cameras: directory,
         model,
@@ -278,11 +302,45 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
         writer,
         server,
         mqtt,
+        view,
+        analysis: analysis_stats_handle,
         hot,
     })
 }
 
 impl Running {
+    /// What the watchdog looks at.
+    pub fn health_sample(&self) -> service::Sample {
+        let w = &self.writer.stats;
+        service::Sample {
+            analysing_for: self.analysis.analysing_for(),
+            pending_rows: w.pending_rows.load(Ordering::Relaxed),
+            commit_attempts: w.commits.load(Ordering::Relaxed)
+                + w.failed_commits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One line for `systemctl status`.
+    pub fn summary(&self) -> String {
+        let cameras = self.view.cameras();
+        let streaming = cameras
+            .iter()
+            .filter(|c| c.ingest["state"] == "streaming")
+            .count();
+        let i = self.view.inference();
+        let storage = if self.writer.stats.is_failing() {
+            "storage FAILING"
+        } else {
+            "storage ok"
+        };
+        format!(
+            "{streaming}/{} cameras streaming; {} frames analysed, {} events; {storage}",
+            cameras.len(),
+            i.frames,
+            i.events_opened
+        )
+    }
+
     /// Sources stop, the queue drains through the model, the writer commits,
     /// then the HTTP server closes.
     pub fn stop(self) {
