@@ -3,7 +3,11 @@
 #   make test   formatting, lints and the whole test suite
 CARGO ?= cargo
 
-.PHONY: deps build models demo test
+.PHONY: deps build models demo test deb
+
+# The Debian package (release build); see packaging/README.md.
+deb: models
+	$(CARGO) deb -p vigil
 
 deps:
 	scripts/install-deps.sh
@@ -23,3 +27,4 @@ test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	packaging/test-deb.sh

