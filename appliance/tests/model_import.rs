@@ -72,54 +72,36 @@ fn darknet_and_ultralytics_models_are_installed_and_used_by_name() {
     );
 
     let dog = assets().join("images/dog.jpg");
-    let (ok, out, err) = vigil(
-        &[
-            "detect",
-            "--json",
-            "--model",
-            "yolov3-tiny",
-            "--min-score",
-            "0.5",
-            dog.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let labels = detect_labels(&dog, &[], dir.path());
+    for want in ["dog", "car", "truck"] {
+        assert!(labels.contains(&want.to_string()), "{labels:?}");
+    }
+    // The same in int8: the same objects.
+    let int8_labels = detect_labels(&dog, &["--precision", "int8"], dir.path());
+    assert_eq!(int8_labels, labels);
+}
+
+/// Labels `vigil detect` finds in `image` with yolov3-tiny.
+fn detect_labels(image: &Path, extra: &[&str], model_dir: &Path) -> Vec<String> {
+    let mut args = vec![
+        "detect",
+        "--json",
+        "--model",
+        "yolov3-tiny",
+        "--min-score",
+        "0.5",
+    ];
+    args.extend_from_slice(extra);
+    args.push(image.to_str().unwrap());
+    let (ok, out, err) = vigil(&args, model_dir);
     assert!(ok, "{err}");
     let results: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let labels: Vec<&str> = results[0]["detections"]
+    results[0]["detections"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["label"].as_str().unwrap())
-        .collect();
-    for want in ["dog", "car", "truck"] {
-        assert!(labels.contains(&want), "{labels:?}");
-    }
-
-    // The same in int8: the same objects.
-    let (ok, out, err) = vigil(
-        &[
-            "detect",
-            "--json",
-            "--model",
-            "yolov3-tiny",
-            "--min-score",
-            "0.5",
-            "--precision",
-            "int8",
-            dog.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert!(ok, "{err}");
-    let int8: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let int8_labels: Vec<&str> = int8[0]["detections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["label"].as_str().unwrap())
-        .collect();
-    assert_eq!(int8_labels, labels);
+        .map(|d| d["label"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
