@@ -92,26 +92,56 @@ fn events_page(origin: &str, token: &str) -> Option<Value> {
     serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
 }
 
+/// A box configured for a broker with a persistent subscriber session
+/// already made on it; the broker is left running.
+struct Bench {
+    tmp: tempfile::TempDir,
+    models: std::path::PathBuf,
+    broker_port: u16,
+    broker_dir: std::path::PathBuf,
+}
+
+impl Bench {
+    fn new() -> (Self, Guard) {
+        let tmp = tempfile::tempdir().unwrap();
+        let models = tmp.path().join("models");
+        import_model(&models);
+        let broker_port = free_port();
+        let broker_dir = tmp.path().join("broker");
+        std::fs::create_dir_all(&broker_dir).unwrap();
+        let mosquitto = broker(&broker_dir, broker_port);
+        subscribe(broker_port);
+        let bench = Self {
+            tmp,
+            models,
+            broker_port,
+            broker_dir,
+        };
+        (bench, mosquitto)
+    }
+
+    /// A street box publishing to the broker; `extra` goes in `[mqtt]`.
+    fn street(&self, extra: &str) -> StreetBox {
+        let mqtt = format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n{extra}",
+            self.broker_port
+        );
+        StreetBox::new(self.tmp.path(), "box", &mqtt)
+    }
+}
+
+/// Events the box holds now, through its API.
+fn events_stored(b: &StreetBox) -> usize {
+    events_page(&b.url, &b.token).map_or(0, |p| p["events"].as_array().map_or(0, Vec::len))
+}
+
 #[test]
 fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
-    let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
-    import_model(&models);
-    let broker_port = free_port();
-    let broker_dir = tmp.path().join("broker");
-    std::fs::create_dir_all(&broker_dir).unwrap();
-    let mosquitto = broker(&broker_dir, broker_port);
-    subscribe(broker_port);
-
-    let street = StreetBox::new(
-        tmp.path(),
-        "box",
-        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\n"),
-    );
-    let (origin, token) = (street.url.clone(), street.token.clone());
-    let vigil = street.start(&models);
-    let count =
-        || events_page(&origin, &token).map_or(0, |p| p["events"].as_array().map_or(0, Vec::len));
+    let (bench, mosquitto) = Bench::new();
+    let (broker_port, broker_dir) = (bench.broker_port, &bench.broker_dir);
+    let street = bench.street("");
+    let vigil = street.start(&bench.models);
+    let count = || events_stored(&street);
     wait_for("events stored", || count() >= 3);
 
     // The broker goes away; the box keeps storing; the broker comes back.
@@ -120,13 +150,13 @@ fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
     wait_for("more events while the broker is down", || {
         count() >= during + 2
     });
-    let mosquitto = broker(&broker_dir, broker_port);
+    let mosquitto = broker(broker_dir, broker_port);
     // The box reconnects and catches up; then it stops cleanly, publishing
     // its last changes.
     wait_for("the box reconnected", || {
         street.log().matches("mqtt connected").count() >= 2
     });
-    let page = events_page(&origin, &token).unwrap();
+    let page = events_page(&street.url, &street.token).unwrap();
     let box_id = page["box"].as_str().unwrap().to_string();
     stop(vigil);
 
@@ -180,28 +210,15 @@ fn events_reach_the_broker_through_an_outage_and_status_is_retained() {
 
 #[test]
 fn a_backlog_over_max_backlog_is_cut_and_the_cut_announced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
-    import_model(&models);
-    let broker_port = free_port();
-    let broker_dir = tmp.path().join("broker");
-    std::fs::create_dir_all(&broker_dir).unwrap();
     // The subscriber's session exists before the box ever connects.
-    let mosquitto = broker(&broker_dir, broker_port);
-    subscribe(broker_port);
+    let (bench, mosquitto) = Bench::new();
     stop(mosquitto);
-
-    let street = StreetBox::new(
-        tmp.path(),
-        "box",
-        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nmax_backlog = 2\n"),
-    );
-    let (origin, token) = (street.url.clone(), street.token.clone());
-    let vigil = street.start(&models);
-    let count =
-        || events_page(&origin, &token).map_or(0, |p| p["events"].as_array().map_or(0, Vec::len));
+    let (broker_port, broker_dir) = (bench.broker_port, &bench.broker_dir);
+    let street = bench.street("max_backlog = 2\n");
+    let vigil = street.start(&bench.models);
+    let count = || events_stored(&street);
     wait_for("events stored while the broker is away", || count() >= 5);
-    let mosquitto = broker(&broker_dir, broker_port);
+    let mosquitto = broker(broker_dir, broker_port);
     wait_for("the box connected", || {
         street.log().contains("mqtt connected")
     });
