@@ -49,10 +49,70 @@ pub enum Command {
     /// Follow the events of many boxes into one JSON-lines file, resuming
     /// from saved cursors (the reference central poller).
     Poll(PollArgs),
+    /// Measure the whole pipeline with N simulated cameras, or find how many
+    /// real-time cameras this box holds (--max-cameras).
+    Bench(BenchArgs),
     /// Print the REST API's OpenAPI 3 document (JSON).
     Openapi,
     /// Print version and build information.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Simulated cameras.
+    #[arg(long, default_value_t = 4)]
+    pub cameras: usize,
+    /// What the cameras play.
+    #[arg(long, value_enum, default_value = "1080p")]
+    pub clip: crate::bench::ClipChoice,
+    /// Frames per second each camera sends the model.
+    #[arg(long, default_value_t = 5.0)]
+    pub detect_fps: f64,
+    /// Read the clips as fast as they decode instead of at real time
+    /// (throughput; frames the model cannot take are dropped and counted).
+    #[arg(long, conflicts_with = "max_cameras")]
+    pub fast: bool,
+    /// Find the most real-time cameras held with no drops (1, 2, 4, ... then
+    /// halving the gap), instead of running --cameras once.
+    #[arg(long)]
+    pub max_cameras: bool,
+    /// Upper bound for --max-cameras.
+    #[arg(long, default_value_t = 64)]
+    pub limit: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Seconds run before measuring (model warm-up, queues filling).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Model name, or a .safetensors or darknet .cfg path.
+    #[arg(long, default_value = vigil_inference::DEFAULT_MODEL)]
+    pub model: String,
+    /// f32, f16 or int8.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub precision: vigil_inference::Precision,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Decoding: auto, cuda, vaapi or none.
+    #[arg(long, default_value = "auto", value_parser = parse_hwaccel)]
+    pub hwaccel: vigil_ingest::HwAccel,
+    /// Most frames per model call.
+    #[arg(long, default_value_t = 4)]
+    pub max_batch: usize,
+    /// Skip the anchors (the model alone, decoding alone, the ffmpeg CLI).
+    #[arg(long)]
+    pub no_anchors: bool,
+    /// Also write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write an SVG chart of cameras held against CPU use.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Where clips and the runs' databases go [default: a vigil-bench folder in the temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +279,17 @@ pub struct ModelImportArgs {
     /// Model directory to install into.
     #[arg(long, default_value = "models", value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+fn parse_hwaccel(s: &str) -> Result<vigil_ingest::HwAccel, String> {
+    use vigil_ingest::HwAccel;
+    match s {
+        "auto" => Ok(HwAccel::Auto),
+        "cuda" => Ok(HwAccel::Cuda),
+        "vaapi" => Ok(HwAccel::Vaapi),
+        "none" => Ok(HwAccel::None),
+        other => Err(format!("{other:?}: use auto, cuda, vaapi or none")),
+    }
 }
 
 fn parse_precision(s: &str) -> Result<vigil_inference::Precision, String> {

@@ -295,8 +295,11 @@ pub struct CameraSection {
     pub tracker: Spanned<TrackerSection>,
 }
 
+/// Cameras' `max_width` when unset.
+pub const DEFAULT_MAX_WIDTH: u32 = 1280;
+
 fn default_max_width() -> Spanned<u32> {
-    Spanned::new(0..0, 1280)
+    Spanned::new(0..0, DEFAULT_MAX_WIDTH)
 }
 
 impl CameraSection {

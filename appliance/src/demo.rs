@@ -37,7 +37,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Writes each clip unless an identical file is already there.
-fn write_clips(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn write_clips(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     CLIPS
         .iter()

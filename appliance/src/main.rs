@@ -2,6 +2,7 @@
 
 mod access_cmd;
 mod analyse;
+mod bench;
 mod cli;
 mod commands;
 mod config;
@@ -27,7 +28,9 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The bench prints a table; only warnings and errors interrupt it.
+    let quiet = matches!(cli.command, Command::Bench(_));
+    init_logging(cli.verbose, quiet);
     let result = match cli.command {
         Command::Run { config } => commands::run(&config),
         Command::Demo(args) => demo::run(args),
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::User(cmd) => access_cmd::user(cmd),
         Command::Token(cmd) => access_cmd::token(cmd),
         Command::Poll(args) => poll::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Openapi => {
             println!("{}", vigil_web_ui::openapi_json());
             Ok(())
@@ -60,8 +64,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",

@@ -320,6 +320,32 @@ impl Running {
         }
     }
 
+    /// Running totals of every stage, for `vigil bench`.
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters::default();
+        for s in &self.sources {
+            let s = s.stats.snapshot();
+            c.frames_in += s.frames_in;
+            c.frames_decoded += s.frames_decoded;
+            c.frames_skipped += s.frames_skipped;
+            c.frames_sampled += s.frames_sampled;
+            c.frames_dropped += s.frames_dropped;
+            c.reconnects += s.reconnects;
+            c.cameras_with_errors += u64::from(s.last_error.is_some());
+        }
+        c.frames_analysed = self.analysis.frames.load(Ordering::Relaxed);
+        c.batches = self.analysis.batches.load(Ordering::Relaxed);
+        c.inference_us = self.analysis.inference_us.load(Ordering::Relaxed);
+        c.rows_stored = self.writer.stats.rows_written.load(Ordering::Relaxed);
+        c.rows_dropped = self.writer.stats.rows_dropped.load(Ordering::Relaxed);
+        c
+    }
+
+    /// Frame decoded to detections committed.
+    pub fn store_lag(&self) -> &vigil_storage::StoreLag {
+        &self.writer.stats.lag
+    }
+
     /// One line for `systemctl status`.
     pub fn summary(&self) -> String {
         let cameras = self.view.cameras();
@@ -369,6 +395,24 @@ impl Running {
             tracing::warn!("the hot store is still in use 10 s after the stop");
         }
     }
+}
+
+/// Totals since the pipeline started (see [`Running::counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_decoded: u64,
+    pub frames_skipped: u64,
+    pub frames_sampled: u64,
+    /// Sampled frames the analyser never saw: its queue was full.
+    pub frames_dropped: u64,
+    pub reconnects: u64,
+    pub cameras_with_errors: u64,
+    pub frames_analysed: u64,
+    pub batches: u64,
+    pub inference_us: u64,
+    pub rows_stored: u64,
+    pub rows_dropped: u64,
 }
 
 struct DirectoryEntry {

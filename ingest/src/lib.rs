@@ -2,6 +2,7 @@
 //! at the detection rate and hand them on through a bounded queue.
 //! Knows nothing of models, storage or HTTP.
 
+pub mod clip;
 mod decode;
 pub mod hwaccel;
 pub mod pacing;
@@ -40,6 +41,18 @@ pub enum IngestError {
     },
     #[error("{url}: no data for {seconds} s; reconnecting")]
     Stalled { url: String, seconds: u64 },
+    #[error("encoding {path}: {source}")]
+    Encode {
+        path: String,
+        #[source]
+        source: ffmpeg_next::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid source url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
 }

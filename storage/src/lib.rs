@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod hot;
 mod interrupted;
+pub mod lag;
 mod migrations;
 pub mod reader;
 mod records;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use auth::{AuthError, AuthStore, Scope};
 pub use hot::HotStore;
 pub use interrupted::close_interrupted_events;
+pub use lag::{LagSummary, StoreLag};
 pub use reader::{CountQuery, DetectionQuery, EventQuery, PollState, Reader, StorageUsage};
 pub use records::{
     CameraRecord, DetectionRecord, EventRecord, MinuteCount, StoredDetection, StoredEvent,

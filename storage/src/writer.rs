@@ -97,6 +97,8 @@ pub struct WriterStats {
     pub rows_dropped: AtomicU64,
     pub rows_deleted_by_retention: AtomicU64,
     pub pending_rows: AtomicU64,
+    /// Frame decoded to detections committed.
+    pub lag: crate::StoreLag,
     /// False from a failed commit until the next one succeeds.
     failing: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -274,6 +276,10 @@ impl GroupCommitter {
         match result {
             Ok(()) => {
                 self.next_revision = revision;
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                self.stats.lag.record_commit(&self.pending, now_ms);
                 self.stats
                     .rows_written
                     .fetch_add(self.pending_rows as u64, Ordering::Relaxed);

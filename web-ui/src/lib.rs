@@ -33,6 +33,7 @@ pub use login::LoginLimiter;
 pub use metrics::BatchLatency;
 pub use openapi::openapi_json;
 pub use server::{start, ServerConfig, ServerHandle};
+pub use stats::{process_stats, ProcessStats};
 pub use tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]

@@ -53,7 +53,8 @@ pub struct ProcessStats {
 /// architecture we ship for.
 const USER_HZ: f64 = 100.0;
 
-pub(crate) fn process_stats(started: std::time::Instant) -> ProcessStats {
+/// This process's figures now; `started` is when it started serving.
+pub fn process_stats(started: std::time::Instant) -> ProcessStats {
     let mut p = ProcessStats {
         uptime_seconds: started.elapsed().as_secs_f64(),
         ..Default::default()
