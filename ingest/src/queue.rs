@@ -12,6 +12,7 @@
 //! model call serves many cameras and none is favoured.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ pub fn frame_queue(per_camera: usize) -> (FrameSender, FrameReceiver) {
             senders: 1,
         }),
         ready: Condvar::new(),
+        room: Condvar::new(),
         per_camera: per_camera.max(1),
     });
     (
@@ -38,7 +40,10 @@ pub fn frame_queue(per_camera: usize) -> (FrameSender, FrameReceiver) {
 
 struct Shared {
     state: Mutex<State>,
+    /// A frame was queued.
     ready: Condvar,
+    /// A frame was taken: a waiting sender may have room.
+    room: Condvar,
     per_camera: usize,
 }
 
@@ -130,6 +135,32 @@ impl FrameSender {
     }
 }
 
+impl FrameSender {
+    /// Like [`Self::send`], but while the camera's lane is full waits for
+    /// the consumer to take a frame, until `stop` is set (then it evicts as
+    /// `send` does). For inputs that may wait: a file read as fast as
+    /// possible is analysed whole instead of mostly dropped.
+    pub fn send_waiting(&self, frame: Frame, stop: &AtomicBool) -> u64 {
+        let mut state = self.shared.lock();
+        while !stop.load(Ordering::Relaxed)
+            && state
+                .lanes
+                .iter()
+                .any(|l| l.camera == frame.camera_id && l.frames.len() >= self.shared.per_camera)
+        {
+            // Timed, so a stop request is seen even if no frame is taken.
+            state = self
+                .shared
+                .room
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(state);
+        self.send(frame)
+    }
+}
+
 /// Why [`FrameReceiver::recv_deadline`] returned no frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
@@ -162,7 +193,11 @@ impl FrameReceiver {
 
     /// A frame if one is queued now.
     pub fn try_recv(&self) -> Option<Frame> {
-        self.shared.lock().pop_fair()
+        let frame = self.shared.lock().pop_fair();
+        if frame.is_some() {
+            self.shared.room.notify_all();
+        }
+        frame
     }
 
     /// Every frame queued now, fairly interleaved.
@@ -203,6 +238,8 @@ impl FrameReceiver {
         let mut state = self.shared.lock();
         loop {
             if let Some(frame) = state.pop_fair() {
+                drop(state);
+                self.shared.room.notify_all();
                 return Ok(frame);
             }
             if state.senders == 0 {
@@ -249,6 +286,26 @@ mod tests {
 
     fn seqs(frames: impl Iterator<Item = Frame>) -> Vec<(String, u64)> {
         frames.map(|f| (f.camera_id.to_string(), f.seq)).collect()
+    }
+
+    #[test]
+    fn a_waiting_sender_waits_for_room_instead_of_dropping_until_stopped() {
+        let (tx, rx) = frame_queue(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        assert_eq!(tx.send(frame_of("a", 0)), 0);
+        let (tx2, stop2) = (tx.clone(), stop.clone());
+        let waiting = std::thread::spawn(move || tx2.send_waiting(frame_of("a", 1), &stop2));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!waiting.is_finished(), "the lane is full: it waits");
+        assert_eq!(rx.recv().unwrap().seq, 0);
+        assert_eq!(waiting.join().unwrap(), 0, "nothing dropped");
+        assert_eq!(rx.recv().unwrap().seq, 1);
+
+        // Once stopping, a full lane evicts as `send` does.
+        assert_eq!(tx.send(frame_of("a", 2)), 0);
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(tx.send_waiting(frame_of("a", 3), &stop), 1);
+        assert_eq!(rx.recv().unwrap().seq, 3);
     }
 
     #[test]

@@ -425,7 +425,14 @@ impl SourceRun {
             };
             self.seq += 1;
             self.stats.frames_sampled.fetch_add(1, Ordering::Relaxed);
-            let dropped = self.queue.send(frame);
+            // A file read as fast as it decodes is analysed whole, at the
+            // model's pace; a live source never waits (its oldest frame goes).
+            let dropped =
+                if self.pacer.is_none() && matches!(self.config.url, SourceUrl::File { .. }) {
+                    self.queue.send_waiting(frame, &self.stop)
+                } else {
+                    self.queue.send(frame)
+                };
             if dropped > 0 {
                 self.stats
                     .frames_dropped
