@@ -254,3 +254,140 @@ fn rtsp_cameras_recover_from_a_server_restart_while_broken_peers_fail_alone() {
     );
     drop(held);
 }
+
+/// A TCP proxy between cameras and their server that the test can stall
+/// (stop forwarding, connections kept open: a network that goes quiet) and
+/// cut (every connection closed at once: a link that drops).
+struct Proxy {
+    port: u16,
+    paused: Arc<AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = Arc::new(AtomicBool::new(false));
+        let links: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let (p, l) = (paused.clone(), links.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut held = l.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                drop(held);
+                Self::pump(client.try_clone().unwrap(), server.try_clone().unwrap(), &p);
+                Self::pump(server, client, &p);
+            }
+        });
+        Self {
+            port,
+            paused,
+            links,
+        }
+    }
+
+    /// Copies `from` to `to`, holding data back while paused.
+    fn pump(mut from: TcpStream, mut to: TcpStream, paused: &Arc<AtomicBool>) {
+        use std::io::{Read, Write};
+        let paused = paused.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                while paused.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    }
+
+    fn stall(&self, on: bool) {
+        self.paused.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            let _ = link.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn an_rtsp_camera_rides_out_a_stalled_network_and_a_dropped_link() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = transcode(dir.path(), "h264");
+    let server_port = free_port();
+    let _server = RtspServer::start(server_port, &clip, "h264");
+    let proxy = Proxy::start(server_port);
+    let (tx, rx) = frame_queue(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cam = source(
+        "cam",
+        SourceUrl::parse(&format!("rtsp://127.0.0.1:{}/cam", proxy.port)).unwrap(),
+        &stop,
+        &tx,
+    );
+    drop(tx);
+    assert!(next_frame_of(&rx, "cam", Duration::from_secs(15)).is_some());
+
+    // The network goes quiet with the connection open: the socket's read
+    // timeout (5 s) or the stall watchdog (10 s), whichever fires first,
+    // makes the camera reconnect and say why.
+    proxy.stall(true);
+    let stalled_at = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(20), || cam.stats.snapshot().reconnects
+            >= 1),
+        "{:?}",
+        cam.stats.snapshot()
+    );
+    let noticed = stalled_at.elapsed();
+    let error = cam.stats.snapshot().last_error.unwrap_or_default();
+    assert!(
+        error.contains("timed out") || error.contains("no data"),
+        "{error}"
+    );
+    assert!(
+        noticed >= Duration::from_secs(4),
+        "noticed after {noticed:?}"
+    );
+    while rx.try_recv().is_some() {} // frames decoded before the stall
+
+    // The network comes back: frames again within 5 s.
+    proxy.stall(false);
+    let back = Instant::now();
+    let frame = next_frame_of(&rx, "cam", Duration::from_secs(15));
+    assert!(frame.is_some(), "{:?}", cam.stats.snapshot());
+    let recovered = frame.unwrap() - back;
+    assert!(recovered <= Duration::from_secs(5), "took {recovered:?}");
+
+    // The link drops (both sides closed): the camera reconnects at once.
+    let before = cam.stats.snapshot().reconnects;
+    proxy.cut();
+    let cut_at = Instant::now();
+    assert!(wait_for(Duration::from_secs(10), || cam
+        .stats
+        .snapshot()
+        .reconnects
+        > before));
+    while rx.try_recv().is_some() {}
+    let frame = next_frame_of(&rx, "cam", Duration::from_secs(15));
+    assert!(frame.is_some(), "{:?}", cam.stats.snapshot());
+    let recovered = frame.unwrap() - cut_at;
+    assert!(recovered <= Duration::from_secs(5), "took {recovered:?}");
+    stop_all(&stop, rx, vec![cam]);
+}
