@@ -33,6 +33,10 @@ pub struct AnalysisStats {
     pub errors: AtomicU64,
     pub events_opened: AtomicU64,
     pub line_crossings: AtomicU64,
+    /// Detection rows handed to storage (what a clean stop must have stored).
+    pub detection_rows: AtomicU64,
+    /// Frames left waiting in the queue when the last batch was taken.
+    pub queued_frames: AtomicU64,
     /// When the batch being analysed now started: the watchdog's view.
     pub busy_since: std::sync::Mutex<Option<Instant>>,
 }
@@ -72,6 +76,9 @@ impl Analyser {
         let mut report = Reporter::new();
         let mut snapshots = SnapshotKeys::default();
         while let Some(batch) = frames.next_batch(self.policy.max_batch, self.policy.max_wait) {
+            self.stats
+                .queued_frames
+                .store(frames.len() as u64, Ordering::Relaxed);
             self.stats.set_busy(Some(Instant::now()));
             self.analyse(batch, &mut snapshots);
             self.stats.set_busy(None);
@@ -92,7 +99,11 @@ impl Analyser {
                 self.store.send(WriteOp::Event(record)).ok();
             }
         }
-        tracing::info!("analysis stopped: queue drained, open events closed");
+        tracing::info!(
+            frames = self.stats.frames.load(Ordering::Relaxed),
+            detection_rows = self.stats.detection_rows.load(Ordering::Relaxed),
+            "analysis stopped: queue drained, open events closed"
+        );
     }
 
     fn analyse(&mut self, batch: Vec<Frame>, snapshots: &mut SnapshotKeys) {
@@ -217,8 +228,15 @@ impl Analyser {
                 ),
             );
         }
-        if !rows.is_empty() && self.store.send(WriteOp::Detections(rows)).is_err() {
-            tracing::error!("storage writer is gone; detections not stored");
+        let count = rows.len() as u64;
+        if !rows.is_empty() {
+            if self.store.send(WriteOp::Detections(rows)).is_ok() {
+                self.stats
+                    .detection_rows
+                    .fetch_add(count, Ordering::Relaxed);
+            } else {
+                tracing::error!("storage writer is gone; detections not stored");
+            }
         }
         if !counts.is_empty() {
             let counts = counts

@@ -83,6 +83,9 @@ pub struct BenchArgs {
     /// Seconds measured per run.
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
+    /// Seconds between samples of memory and queue depth (the report's timeline).
+    #[arg(long, default_value_t = 10)]
+    pub sample_every: u64,
     /// Seconds run before measuring (model warm-up, queues filling).
     #[arg(long, default_value_t = 5)]
     pub warmup: u64,

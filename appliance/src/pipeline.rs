@@ -338,6 +338,8 @@ impl Running {
         c.inference_us = self.analysis.inference_us.load(Ordering::Relaxed);
         c.rows_stored = self.writer.stats.rows_written.load(Ordering::Relaxed);
         c.rows_dropped = self.writer.stats.rows_dropped.load(Ordering::Relaxed);
+        c.queued_frames = self.analysis.queued_frames.load(Ordering::Relaxed);
+        c.pending_rows = self.writer.stats.pending_rows.load(Ordering::Relaxed);
         c
     }
 
@@ -413,6 +415,9 @@ pub struct Counters {
     pub inference_us: u64,
     pub rows_stored: u64,
     pub rows_dropped: u64,
+    /// Now, not totals: frames waiting for the model, rows for a commit.
+    pub queued_frames: u64,
+    pub pending_rows: u64,
 }
 
 struct DirectoryEntry {

@@ -36,6 +36,7 @@ pub struct Settings {
     pub realtime: bool,
     pub warmup_seconds: u64,
     pub duration_seconds: u64,
+    pub sample_every_seconds: u64,
 }
 
 impl Settings {
@@ -60,6 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         realtime: args.max_cameras || !args.fast,
         warmup_seconds: args.warmup,
         duration_seconds: args.duration,
+        sample_every_seconds: args.sample_every,
     };
     let data = args
         .data
@@ -85,7 +87,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut trials = Vec::new();
     let mut measure = |cameras: usize| -> anyhow::Result<bool> {
         let t = trial::run(&settings, &clips, cameras, &data, &progress)?;
-        progress.println(format!(
+        let line = format!(
             "{cameras} cameras: {:.1} frames/s analysed of {}, {} dropped, p95 {} ms, CPU {:.0} %{}",
             t.analysed_fps,
             t.expected_fps
@@ -98,7 +100,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Some(false) => ": NOT held",
                 None => "",
             }
-        ));
+        );
+        // A hidden bar (output not a terminal) prints nothing itself.
+        if progress.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            progress.println(line);
+        }
         let held = t.held.unwrap_or(false);
         trials.push(t);
         Ok(held)

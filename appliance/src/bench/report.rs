@@ -117,6 +117,11 @@ impl Report {
             ));
         }
         out.push('\n');
+        for t in &self.trials {
+            if let Some(line) = steadiness(t) {
+                out.push_str(&line);
+            }
+        }
         if let Some(a) = &self.model_alone {
             out.push_str(&format!(
                 "anchor, model alone: {:.1} frames/s in batches of {} ({:.1} ms each) = {:.1} \
@@ -156,4 +161,28 @@ impl Report {
         }
         out
     }
+}
+
+/// Memory and queues through a trial's window, when it has a timeline: the
+/// soak's evidence that nothing grows with time.
+fn steadiness(t: &Trial) -> Option<String> {
+    let (first, last) = (t.timeline.first()?, t.timeline.last()?);
+    if t.timeline.len() < 2 {
+        return None;
+    }
+    let max =
+        |f: fn(&super::trial::Sample) -> f64| t.timeline.iter().map(f).fold(f64::MIN, f64::max);
+    Some(format!(
+        "{} cameras over {} samples: memory {:.0} MiB at {:.0} s, {:.0} MiB at {:.0} s, \
+         at most {:.0} MiB; queued frames at most {:.0}; rows awaiting commit at most {:.0}\n",
+        t.cameras,
+        t.timeline.len(),
+        first.rss_mib,
+        first.at_seconds,
+        last.rss_mib,
+        last.at_seconds,
+        max(|s| s.rss_mib),
+        max(|s| s.queued_frames as f64),
+        max(|s| s.pending_rows as f64),
+    ))
 }

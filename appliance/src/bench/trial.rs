@@ -44,6 +44,35 @@ pub struct Trial {
     pub peak_rss_mib: f64,
     /// Paced runs: every sampled frame analysed in time, none dropped.
     pub held: Option<bool>,
+    /// Samples through the window: memory and queues must stay flat.
+    pub timeline: Vec<Sample>,
+}
+
+/// The pipeline at one moment of the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Seconds into the window.
+    pub at_seconds: f64,
+    /// Since the previous sample.
+    pub analysed_fps: f64,
+    pub frames_dropped: u64,
+    pub rss_mib: f64,
+    pub queued_frames: u64,
+    pub pending_rows: u64,
+}
+
+impl Sample {
+    fn take(start: Instant, (then, before): (Instant, Counters), now: Counters) -> Self {
+        let seconds = then.elapsed().as_secs_f64().max(1e-3);
+        Self {
+            at_seconds: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            analysed_fps: (now.frames_analysed - before.frames_analysed) as f64 / seconds,
+            frames_dropped: now.frames_dropped - before.frames_dropped,
+            rss_mib: process().resident_bytes as f64 / (1 << 20) as f64,
+            queued_frames: now.queued_frames,
+            pending_rows: now.pending_rows,
+        }
+    }
 }
 
 /// Runs `cameras` cameras for the warm-up and the window of `settings`.
@@ -70,19 +99,30 @@ pub fn run(
     progress.set_length(total.as_secs());
     progress.set_message(format!("{cameras} cameras: warming up"));
     let started = Instant::now();
-    watch(progress, started, settings.warmup(), String::new);
+    warm_up(progress, started, settings.warmup());
 
     let before = Window::open(&running);
-    watch(progress, started, total, || {
+    let mut timeline = Vec::new();
+    let mut last = (before.at, before.counters);
+    let every = Duration::from_secs(settings.sample_every_seconds.max(1));
+    while started.elapsed() < total {
+        std::thread::sleep(Duration::from_millis(250).min(total - started.elapsed()));
+        progress.set_position(started.elapsed().as_secs());
         let c = running.counters();
-        let secs = before.at.elapsed().as_secs_f64().max(1e-3);
-        format!(
-            "{cameras} cameras: {:.1} frames/s analysed, {} dropped",
-            (c.frames_analysed - before.counters.frames_analysed) as f64 / secs,
-            c.frames_dropped - before.counters.frames_dropped
-        )
-    });
-    let trial = before.close(&running, settings, clips, cameras);
+        if last.0.elapsed() >= every || started.elapsed() >= total {
+            let sample = Sample::take(before.at, last, c);
+            progress.set_message(format!(
+                "{cameras} cameras: {:.1} frames/s analysed, {} dropped, {:.0} MiB",
+                sample.analysed_fps,
+                c.frames_dropped - before.counters.frames_dropped,
+                sample.rss_mib
+            ));
+            timeline.push(sample);
+            last = (Instant::now(), c);
+        }
+    }
+    let mut trial = before.close(&running, settings, clips, cameras);
+    trial.timeline = timeline;
     running.stop();
     std::fs::remove_dir_all(&dir).ok();
     Ok(trial)
@@ -146,6 +186,7 @@ impl Window {
             peak_rss_mib: p.peak_resident_bytes as f64 / (1 << 20) as f64,
             held: expected
                 .map(|e| dropped == 0 && b.cameras_with_errors == 0 && analysed_fps >= 0.95 * e),
+            timeline: Vec::new(),
         }
     }
 }
@@ -158,15 +199,11 @@ pub fn expected_fps(detect_fps: f64, clips: &[Clip], cameras: usize) -> f64 {
         .sum()
 }
 
-/// Ticks the progress bar until `until` after `started`.
-fn watch(progress: &ProgressBar, started: Instant, until: Duration, message: impl Fn() -> String) {
+/// Ticks the progress bar through the warm-up, which ends at `until` after `started`.
+fn warm_up(progress: &ProgressBar, started: Instant, until: Duration) {
     while started.elapsed() < until {
         std::thread::sleep(Duration::from_millis(250).min(until - started.elapsed()));
         progress.set_position(started.elapsed().as_secs());
-        let m = message();
-        if !m.is_empty() {
-            progress.set_message(m);
-        }
     }
 }
 
