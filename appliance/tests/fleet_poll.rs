@@ -5,46 +5,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{import_model, stop, wait_for, Guard, StreetBox, VIGIL};
-use serde_json::Value;
-
-fn start_poller(boxes: &[&StreetBox], out: &Path, state: &Path, once: bool) -> Child {
-    let mut cmd = Command::new(VIGIL);
-    cmd.arg("poll");
-    for b in boxes {
-        cmd.args(["--from", &b.url, "--token", &b.token]);
-    }
-    cmd.arg("--out").arg(out).arg("--state").arg(state);
-    cmd.args(["--interval", "0.3"]);
-    if once {
-        cmd.arg("--once");
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// The output's event lines per source.
-fn written(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-        .collect()
-}
-
-fn events_from(out: &Path, source: &str) -> usize {
-    written(out)
-        .iter()
-        .filter(|l| l["source"] == source && l.get("event").is_some())
-        .count()
-}
+use common::poller::{assert_every_change_once, events_from, start_poller};
+use common::{import_model, stop, wait_for, Guard, StreetBox};
 
 #[test]
 fn every_event_of_two_boxes_arrives_once_across_restarts() {
@@ -101,31 +65,8 @@ fn every_event_of_two_boxes_arrives_once_across_restarts() {
     // Every event a box stored, in its final state, is in the output, except
     // changes made after the drain (by the cameras running again, or the
     // last stop): those have revisions above the last one drained.
-    let lines = written(&out);
     for x in [&a, &b] {
-        let mut seen = HashSet::new();
-        let mut latest: BTreeMap<i64, i64> = BTreeMap::new();
-        let mut last_revision = 0;
-        for l in lines.iter().filter(|l| l["source"] == x.url.as_str()) {
-            assert!(l.get("gap").is_none(), "no gap expected: {l}");
-            let e = &l["event"];
-            let (id, revision) = (e["id"].as_i64().unwrap(), e["revision"].as_i64().unwrap());
-            assert!(
-                seen.insert((id, revision)),
-                "({id}, {revision}) written twice"
-            );
-            assert!(revision > last_revision, "revisions in order");
-            last_revision = revision;
-            latest.insert(id, revision);
-        }
-        let db = x.stored_events();
-        let drained: BTreeMap<i64, i64> = db
-            .into_iter()
-            .filter(|(_, revision)| *revision <= last_revision)
-            .collect();
-        for (id, revision) in &drained {
-            assert_eq!(latest.get(id), Some(revision), "{}: event {id}", x.url);
-        }
-        assert!(latest.len() >= 5, "{}: {} events", x.url, latest.len());
+        let events = assert_every_change_once(&out, x);
+        assert!(events >= 5, "{}: {events} events", x.url);
     }
 }

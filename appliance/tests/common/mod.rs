@@ -2,6 +2,8 @@
 //! assets, the default model, a free port, a process that dies with the test.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod poller;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
