@@ -80,25 +80,39 @@ pub struct TfjsGraph {
 impl TfjsGraph {
     /// Reads `model.json` and the shards it names from the same directory.
     pub fn load(model_json: &Path) -> Result<Self, InferenceError> {
-        let err = |reason: String| InferenceError::ModelFormat {
-            path: model_json.to_path_buf(),
-            reason,
-        };
         let text = std::fs::read_to_string(model_json).map_err(|e| InferenceError::Io {
             path: model_json.to_path_buf(),
             source: e,
         })?;
-        let model: ModelJson = serde_json::from_str(&text)
-            .map_err(|e| err(format!("not a TF.js graph model: {e}")))?;
         let dir = model_json.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, model_json, |shard| {
+            let path = dir.join(shard);
+            std::fs::read(&path).map_err(|e| InferenceError::Io { path, source: e })
+        })
+    }
+
+    /// Parses `model.json` text; `read_shard` supplies the bytes of each
+    /// shard file the manifest names. `source` names the model in errors.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        mut read_shard: impl FnMut(&str) -> Result<Vec<u8>, InferenceError>,
+    ) -> Result<Self, InferenceError> {
+        let err = |reason: String| InferenceError::ModelFormat {
+            path: source.to_path_buf(),
+            reason,
+        };
+        let model: ModelJson =
+            serde_json::from_str(text).map_err(|e| err(format!("not a TF.js graph model: {e}")))?;
         let mut weights = HashMap::new();
         for group in &model.weights_manifest {
             let mut bytes = Vec::new();
             for shard in &group.paths {
-                let path = dir.join(shard);
-                let data =
-                    std::fs::read(&path).map_err(|e| InferenceError::Io { path, source: e })?;
-                bytes.extend_from_slice(&data);
+                // Shards sit beside model.json: a path elsewhere is refused.
+                if shard.is_empty() || shard.contains(['/', '\\']) || shard == ".." {
+                    return Err(err(format!("shard {shard:?} is not a plain file name")));
+                }
+                bytes.extend_from_slice(&read_shard(shard)?);
             }
             let mut offset = 0;
             for spec in &group.weights {
@@ -123,7 +137,7 @@ impl TfjsGraph {
         Ok(Self {
             nodes,
             weights,
-            source: model_json.to_path_buf(),
+            source: source.to_path_buf(),
         })
     }
 
@@ -151,19 +165,29 @@ impl TfjsGraph {
 
     /// A scalar f32 weight, such as a folded constant.
     pub fn scalar(&self, name: &str) -> Result<f32, InferenceError> {
-        Ok(self.weight(name)?.flatten_all()?.to_vec1::<f32>()?[0])
+        let values = self.weight(name)?.flatten_all()?.to_vec1::<f32>()?;
+        values
+            .first()
+            .copied()
+            .ok_or_else(|| self.format_error(format!("weight {name} is empty")))
     }
 }
 
 /// Decodes one weight from the front of `bytes`; returns it and the bytes used.
 fn decode_weight(spec: &WeightSpec, bytes: &[u8]) -> Result<(Tensor, usize), String> {
-    let count: usize = spec.shape.iter().product();
+    // A hostile manifest can name a shape whose size overflows.
+    let count = spec
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {:?} is too large", spec.shape))?;
     let shape = spec.shape.clone();
     let dev = &Device::Cpu;
     let take = |width: usize| -> Result<&[u8], String> {
+        let needed = count.saturating_mul(width);
         bytes
-            .get(..count * width)
-            .ok_or_else(|| format!("needs {} bytes, {} left", count * width, bytes.len()))
+            .get(..needed)
+            .ok_or_else(|| format!("needs {needed} bytes, {} left", bytes.len()))
     };
     if let Some(q) = &spec.quantization {
         let (values, used): (Vec<f32>, usize) = match q.dtype.as_str() {

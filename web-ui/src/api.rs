@@ -4,13 +4,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{http::header, web, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
-use vigil_storage::{DetectionQuery, EventQuery, MinuteCount, StoredDetection, StoredEvent};
+use vigil_storage::{MinuteCount, StoredDetection, StoredEvent};
 
+use crate::query::{
+    check_camera_id, count_query, detection_query, event_query, CountParams, DetectionParams,
+    EventParams,
+};
 use crate::AppState;
-
-pub(crate) const DEFAULT_LIMIT: usize = 100;
-pub(crate) const MAX_LIMIT: usize = 1000;
-const MAX_CAMERA_ID_LEN: usize = 64;
 
 /// Runs blocking work (SQLite, redb, argon2) off the async workers; its
 /// failure is a 503 with the reason.
@@ -90,38 +90,6 @@ pub(crate) fn rfc3339_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Accepts Unix milliseconds or an RFC 3339 time.
-fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
-        ApiError::BadRequest(format!(
-            "time {s:?}: expected Unix milliseconds or an RFC 3339 time such as 2026-01-31T12:00:00Z"
-        ))
-    })?;
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| ApiError::BadRequest("since is before 1970".into()))?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| ApiError::BadRequest("since is too far in the future".into()))
-}
-
-fn check_camera_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_CAMERA_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "camera id {id:?}: use 1-{MAX_CAMERA_ID_LEN} letters, digits, '-' or '_'"
-        )))
-    }
-}
-
 /// A camera as the API lists it.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ApiCamera {
@@ -190,18 +158,6 @@ pub(crate) async fn camera(
     Ok(HttpResponse::Ok().json(list.remove(0)))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct DetectionParams {
-    camera: Option<String>,
-    label: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ApiDetection {
     id: i64,
@@ -255,24 +211,8 @@ pub(crate) async fn detections(
     params: web::Query<DetectionParams>,
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
-    if let Some(c) = &p.camera {
-        check_camera_id(c)?;
-    }
-    let limit = check_limit(p.limit)?;
-    if p.after.is_some_and(|a| a < 0) {
-        return Err(ApiError::BadRequest(
-            "after must be a detection id >= 0".into(),
-        ));
-    }
-    check_name("label", &p.label)?;
-    let query = DetectionQuery {
-        camera: p.camera,
-        label: p.label,
-        since_ms: p.since.as_deref().map(parse_time_ms).transpose()?,
-        until_ms: p.until.as_deref().map(parse_time_ms).transpose()?,
-        after_id: p.after,
-        limit,
-    };
+    let after = p.after;
+    let query = detection_query(p)?;
     let reader = state.reader.clone();
     // The state first: a deletion after it can only make the gap look
     // smaller than it was for rows this page does not show.
@@ -283,9 +223,9 @@ pub(crate) async fn detections(
     .await?;
     let page = DetectionPage {
         box_id: state.box_id,
-        next_after: rows.last().map(|d| d.id).or(p.after),
+        next_after: rows.last().map(|d| d.id).or(after),
         detections: rows.into_iter().map(Into::into).collect(),
-        gap: gap(p.after, state.deleted_detection_id),
+        gap: gap(after, state.deleted_detection_id),
     };
     Ok(HttpResponse::Ok().json(page))
 }
@@ -293,26 +233,6 @@ pub(crate) async fn detections(
 #[derive(Debug, Deserialize)]
 pub(crate) struct SeqParam {
     seq: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct EventParams {
-    camera: Option<String>,
-    label: Option<String>,
-    zone: Option<String>,
-    /// Events that started at or after this time.
-    from: Option<String>,
-    /// Events that started before this time.
-    to: Option<String>,
-    min_score: Option<f32>,
-    /// A revision cursor: only changes after it, oldest first (pollers).
-    after: Option<i64>,
-    /// Only changes before this revision: the newest `limit` of them (people
-    /// scrolling back).
-    before: Option<i64>,
-    limit: Option<usize>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -385,25 +305,6 @@ fn gap(after: Option<i64>, deleted_up_to: i64) -> Option<Gap> {
     })
 }
 
-fn check_name(what: &str, v: &Option<String>) -> Result<(), ApiError> {
-    match v {
-        Some(s) if s.is_empty() || s.len() > 64 => Err(ApiError::BadRequest(format!(
-            "{what} must be 1-64 characters"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1..={MAX_LIMIT}"
-        )));
-    }
-    Ok(limit)
-}
-
 /// Event changes in revision order: each opening, update and close once.
 #[utoipa::path(get, path = "/api/v1/events", tag = "history", params(EventParams),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody),
@@ -429,49 +330,6 @@ pub(crate) async fn events(
     }))
 }
 
-/// Checks an event request's parameters and turns them into a query.
-pub(crate) fn event_query(p: EventParams) -> Result<EventQuery, ApiError> {
-    if let Some(c) = &p.camera {
-        check_camera_id(c)?;
-    }
-    check_name("label", &p.label)?;
-    check_name("zone", &p.zone)?;
-    if p.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
-        return Err(ApiError::BadRequest(
-            "min_score must be between 0 and 1".into(),
-        ));
-    }
-    if p.after.is_some_and(|a| a < 0) || p.before.is_some_and(|b| b < 0) {
-        return Err(ApiError::BadRequest(
-            "after and before must be revisions >= 0".into(),
-        ));
-    }
-    let query = EventQuery {
-        camera: p.camera,
-        label: p.label,
-        zone: p.zone,
-        start_from_ms: p.from.as_deref().map(parse_time_ms).transpose()?,
-        start_to_ms: p.to.as_deref().map(parse_time_ms).transpose()?,
-        min_score: p.min_score,
-        after_revision: p.after,
-        before_revision: p.before,
-        limit: check_limit(p.limit)?,
-    };
-    Ok(query)
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct CountParams {
-    camera: String,
-    from: Option<String>,
-    to: Option<String>,
-    label: Option<String>,
-    /// A zone's name; `""` for first sightings; `LINE:in` / `LINE:out`.
-    zone: Option<String>,
-}
-
 /// Per-minute counts of one camera, by label and zone; the last 24 hours
 /// unless told otherwise. Counts of the current minute still grow: poll by
 /// time range (from the last complete minute you have).
@@ -482,23 +340,8 @@ pub(crate) async fn counts(
     state: web::Data<AppState>,
     params: web::Query<CountParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = params.into_inner();
-    check_camera_id(&p.camera)?;
-    let now = now_ms();
-    let to =
-        p.to.as_deref()
-            .map(parse_time_ms)
-            .transpose()?
-            .unwrap_or(now);
-    let from = p
-        .from
-        .as_deref()
-        .map(parse_time_ms)
-        .transpose()?
-        .unwrap_or(to - 86_400_000);
-    if from >= to {
-        return Err(ApiError::BadRequest("from must be before to".into()));
-    }
+    let query = count_query(params.into_inner(), now_ms())?;
+    let camera = query.camera.clone();
     #[derive(Serialize)]
     struct ApiCount {
         minute: String,
@@ -506,19 +349,6 @@ pub(crate) async fn counts(
         zone: String,
         count: i64,
     }
-    check_name("label", &p.label)?;
-    if p.zone.as_ref().is_some_and(|z| z.len() > 64) {
-        return Err(ApiError::BadRequest(
-            "zone must be at most 64 characters".into(),
-        ));
-    }
-    let query = vigil_storage::CountQuery {
-        camera: p.camera.clone(),
-        from_ms: from,
-        to_ms: to,
-        label: p.label,
-        zone: p.zone,
-    };
     let reader = state.reader.clone();
     let rows: Vec<MinuteCount> = off_thread(move || reader.counts(&query)).await?;
     let counts: Vec<ApiCount> = rows
@@ -530,7 +360,7 @@ pub(crate) async fn counts(
             count: c.count,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "camera": p.camera, "counts": counts })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "camera": camera, "counts": counts })))
 }
 
 pub(crate) fn known_camera(state: &AppState, id: &str) -> Result<(), ApiError> {
@@ -668,21 +498,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn since_accepts_millis_and_rfc3339() {
-        assert_eq!(parse_time_ms("1700000000000").unwrap(), 1_700_000_000_000);
-        assert_eq!(
-            parse_time_ms("2023-11-14T22:13:20Z").unwrap(),
-            1_700_000_000_000
-        );
-        assert!(parse_time_ms("yesterday").is_err());
+    fn wall_times_print_as_rfc3339_millis() {
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-    }
-
-    #[test]
-    fn camera_ids_are_restricted() {
-        assert!(check_camera_id("gate-1_a").is_ok());
-        assert!(check_camera_id("").is_err());
-        assert!(check_camera_id("../etc").is_err());
-        assert!(check_camera_id(&"x".repeat(65)).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod live;
 mod login;
 pub mod metrics;
 mod openapi;
+pub mod query;
 mod server;
 mod sse;
 mod stats;

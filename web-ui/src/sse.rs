@@ -13,7 +13,8 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use vigil_storage::EventQuery;
 
-use crate::api::{event_query, off_thread, ApiError, ApiEvent, EventParams};
+use crate::api::{off_thread, ApiError, ApiEvent};
+use crate::query::{event_query, EventParams};
 use crate::AppState;
 
 /// New rows are committed in groups a quarter second apart: polling twice
