@@ -22,6 +22,11 @@ const CURSORS: TableDefinition<&str, i64> = TableDefinition::new("cursors");
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SNAPSHOT: &str = "next_snapshot";
+/// redb's page cache. Its default (1 GiB) let the cache take in every
+/// snapshot written, so a box's memory grew for as long as events came (a
+/// 30-minute soak: +100 MiB). The hot tables are small and snapshots are
+/// read rarely, from disk.
+const CACHE_BYTES: usize = 16 << 20;
 const SNAPSHOT_BYTES: &str = "snapshot_bytes";
 
 pub struct HotStore {
@@ -35,10 +40,13 @@ impl HotStore {
     /// or is damaged beyond redb's repair, is an error: never silently reset.
     pub fn open(dir: &Path, snapshot_budget_bytes: u64) -> Result<Self, StorageError> {
         let path = dir.join(HOT_FILE);
-        let db = Database::create(&path).map_err(|e| StorageError::Hot {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StorageError::Hot {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         let store = Self {
             db,
             path,
