@@ -229,3 +229,49 @@ fn decode_weight(spec: &WeightSpec, bytes: &[u8]) -> Result<(Tensor, usize), Str
     .map_err(|e| e.to_string())?;
     Ok((tensor, count * 4))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(manifest: &str, shard: &[u8]) -> Result<TfjsGraph, InferenceError> {
+        let text =
+            format!(r#"{{"modelTopology": {{"node": []}}, "weightsManifest": [{manifest}]}}"#);
+        TfjsGraph::parse(&text, Path::new("model.json"), |_| Ok(shard.to_vec()))
+    }
+
+    #[test]
+    fn weights_decode_from_the_shards_in_manifest_order() {
+        let mut shard: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        shard.extend([0u8, 2]);
+        let graph = parse(
+            r#"{"paths": ["group1-shard1of1"], "weights": [
+                {"name": "w", "shape": [2], "dtype": "float32"},
+                {"name": "q", "shape": [2], "dtype": "float32",
+                 "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0}}]}"#,
+            &shard,
+        )
+        .unwrap();
+        let values = |n: &str| graph.weight(n).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(values("w"), vec![1.5, -2.0]);
+        assert_eq!(values("q"), vec![-1.0, 0.0]);
+    }
+
+    #[test]
+    fn hostile_manifests_are_errors() {
+        let cases = [
+            // A shard outside the model's folder.
+            r#"{"paths": ["../../etc/passwd"], "weights": []}"#,
+            // A shape whose size overflows.
+            r#"{"paths": ["s"], "weights": [{"name": "w", "shape": [4294967296, 4294967296, 16], "dtype": "float32"}]}"#,
+            // More values than the shards hold.
+            r#"{"paths": ["s"], "weights": [{"name": "w", "shape": [1000], "dtype": "float32"}]}"#,
+        ];
+        for manifest in cases {
+            assert!(parse(manifest, &[0; 16]).is_err(), "accepted {manifest}");
+        }
+    }
+}

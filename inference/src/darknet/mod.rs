@@ -74,9 +74,28 @@ impl DarknetNet {
         };
         let text = String::from_utf8(read(cfg_path)?)
             .map_err(|_| format_error(cfg_path, "not UTF-8 text"))?;
-        let config = cfg::parse(&text).map_err(|e| format_error(cfg_path, e))?;
-        let mut stream =
-            WeightStream::new(&read(weights_path)?).map_err(|e| format_error(weights_path, e))?;
+        Self::from_bytes(
+            &text,
+            cfg_path,
+            &read(weights_path)?,
+            weights_path,
+            device,
+            precision,
+        )
+    }
+
+    /// Builds the network from a `.cfg`'s text and a `.weights` file's
+    /// bytes; the paths only name them in errors.
+    pub fn from_bytes(
+        cfg_text: &str,
+        cfg_path: &Path,
+        weights: &[u8],
+        weights_path: &Path,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, InferenceError> {
+        let config = cfg::parse(cfg_text).map_err(|e| format_error(cfg_path, e))?;
+        let mut stream = WeightStream::new(weights).map_err(|e| format_error(weights_path, e))?;
         let net = Self::build(&config, &mut stream, device, precision)
             .map_err(|e| format_error(weights_path, e))?;
         stream.finish().map_err(|e| format_error(weights_path, e))?;

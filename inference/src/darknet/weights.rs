@@ -39,7 +39,9 @@ impl WeightStream {
         let (Some(major), Some(minor)) = (word(0), word(1)) else {
             return Err(WeightsError::ShortHeader(bytes.len()));
         };
-        let seen_bytes = if major * 10 + minor >= 2 && major < 1000 && minor < 1000 {
+        // Darknet's own test, in i64 so a hostile header cannot overflow it.
+        let version = i64::from(major) * 10 + i64::from(minor);
+        let seen_bytes = if version >= 2 && major < 1000 && minor < 1000 {
             8
         } else {
             4
@@ -100,10 +102,13 @@ impl WeightStream {
         } else {
             None
         };
-        let per_filter = channels * size * size;
-        let mut weight = self.take(layer, filters * per_filter)?.to_vec();
+        // A hostile .cfg can ask for more values than any file holds.
+        let per_filter = channels.saturating_mul(size).saturating_mul(size);
+        let mut weight = self
+            .take(layer, filters.saturating_mul(per_filter))?
+            .to_vec();
         if let Some(factors) = fold {
-            for (row, f) in weight.chunks_exact_mut(per_filter).zip(factors) {
+            for (row, f) in weight.chunks_exact_mut(per_filter.max(1)).zip(factors) {
                 row.iter_mut().for_each(|w| *w *= f);
             }
         }
@@ -140,7 +145,8 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let seen = if major * 10 + minor >= 2 { 8 } else { 4 };
+        let new_header = i64::from(major) * 10 + i64::from(minor) >= 2 && major < 1000;
+        let seen = if new_header { 8 } else { 4 };
         bytes.extend(std::iter::repeat_n(0u8, seen));
         bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         bytes
@@ -173,5 +179,17 @@ mod tests {
         let s = WeightStream::new(&file(0, 2, &[1.0])).unwrap();
         assert_eq!(s.finish(), Err(WeightsError::LeftOver(1)));
         assert!(WeightStream::new(&[0u8; 6]).is_err());
+    }
+
+    #[test]
+    fn hostile_headers_and_layer_sizes_are_errors_not_overflows() {
+        // major * 10 overflows an i32; the header is still read.
+        assert!(WeightStream::new(&file(i32::MAX, i32::MAX, &[])).is_ok());
+        // filters * channels * size * size overflows a usize.
+        let mut s = WeightStream::new(&file(0, 2, &[0.0; 8])).unwrap();
+        let err = s
+            .convolution(0, 2, usize::MAX / 2, usize::MAX / 2, false, &Device::Cpu)
+            .unwrap_err();
+        assert!(err.to_string().contains("layer 0"), "{err}");
     }
 }
