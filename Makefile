@@ -27,4 +27,5 @@ test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	scripts/fuzz-smoke.sh
 	packaging/test-deb.sh

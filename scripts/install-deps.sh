@@ -4,8 +4,9 @@
 # clips), GStreamer's RTSP server with Python bindings (a real camera peer in
 # the tests), clang for bindgen, Node.js (model fetch and
 # the JPEG reference decoder), Chromium (UI tests), mosquitto (MQTT tests),
-# debootstrap, lintian and cargo-deb (the package tests), and the Rust
-# toolchain.
+# debootstrap, lintian and cargo-deb (the package tests), schemathesis (the
+# API conformance test), cargo-fuzz (the fuzz targets' short run) and the
+# Rust toolchain.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libavdevice-dev libjpeg-turbo-progs
           libswscale-dev ffmpeg procps ca-certificates curl
           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
-          gstreamer1.0-plugins-bad mosquitto wrk debootstrap lintian)
+          gstreamer1.0-plugins-bad mosquitto wrk debootstrap lintian python3-venv)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v chromium >/dev/null || packages+=(chromium)
@@ -45,4 +46,17 @@ fi
 # of packaging/test-deb.sh).
 if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
   cargo install --locked --quiet cargo-deb@3.8.0
+fi
+
+# The fuzz targets' short run in the test command (scripts/fuzz-smoke.sh).
+if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
+  cargo install --locked --quiet cargo-fuzz@0.13.2
+fi
+
+# schemathesis in its own virtual environment under target/ (pinned: its
+# checks are part of appliance/tests/openapi_conformance.rs).
+schemathesis_env="$(dirname "$0")/../target/schemathesis"
+if ! "$schemathesis_env/bin/schemathesis" --version 2>/dev/null | grep -q "4.32.5"; then
+  /usr/bin/python3 -m venv "$schemathesis_env"
+  "$schemathesis_env/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi

@@ -69,8 +69,8 @@ pub struct BenchArgs {
     /// Frames per second each camera sends the model.
     #[arg(long, default_value_t = 5.0)]
     pub detect_fps: f64,
-    /// Read the clips as fast as they decode instead of at real time
-    /// (throughput; frames the model cannot take are dropped and counted).
+    /// Read the clips as fast as the pipeline takes them instead of at real
+    /// time (throughput: decoding waits for the model rather than dropping).
     #[arg(long, conflicts_with = "max_cameras")]
     pub fast: bool,
     /// Find the most real-time cameras held with no drops (1, 2, 4, ... then

@@ -5,7 +5,6 @@ mod analyse;
 mod bench;
 mod cli;
 mod commands;
-mod config;
 mod demo;
 mod model_cmd;
 mod mqtt;
@@ -19,6 +18,7 @@ mod snapshot;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vigil::config;
 
 use crate::cli::{Cli, Command};
 use crate::config::ConfigError;
