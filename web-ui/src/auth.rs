@@ -57,7 +57,7 @@ impl Caller {
 
 /// Reachable without credentials: liveness, logging in, and the UI's static
 /// files (the page asks for a login before it shows anything).
-fn is_public(method: &Method, path: &str) -> bool {
+pub(crate) fn is_public(method: &Method, path: &str) -> bool {
     match *method {
         Method::GET | Method::HEAD => path == "/healthz" || path == "/" || path.starts_with("/ui/"),
         Method::POST => path == "/api/v1/login",
@@ -116,6 +116,11 @@ fn identify(req: &ServiceRequest, state: &AppState) -> Result<Caller, ApiError> 
     })
 }
 
+/// Changes need the admin scope; anyone may log out.
+pub(crate) fn needs_admin(method: &Method, path: &str) -> bool {
+    changes_something(method) && path != "/api/v1/logout"
+}
+
 /// The middleware: authenticates, then lets only admins change things
 /// (anyone may log out).
 pub(crate) async fn authenticate(
@@ -132,8 +137,7 @@ pub(crate) async fn authenticate(
         return Err(actix_web::error::ErrorInternalServerError("no state"));
     };
     let checked = identify(&req, &state).and_then(|caller| {
-        let logout = req.path() == "/api/v1/logout";
-        if changes_something(req.method()) && !logout {
+        if needs_admin(req.method(), req.path()) {
             caller.require_admin()?;
         }
         Ok(caller)

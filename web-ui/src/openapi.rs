@@ -25,7 +25,7 @@ use crate::{admin, api, login, metrics, sse, stats, stream};
         admin::list_tokens, admin::create_token, admin::revoke_token,
         admin::list_users, admin::set_user, admin::delete_user,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &CommonErrors),
     security(("bearer" = []), ("session" = [])),
     tags(
         (name = "cameras", description = "Cameras and their live pictures"),
@@ -58,6 +58,59 @@ impl Modify for Security {
                 crate::auth::SESSION_COOKIE,
             ))),
         );
+    }
+}
+
+/// Responses any operation can give, whatever its handler says: 401 on
+/// every route that needs a token (a token can be revoked mid-use), 403 on
+/// every change (the admin scope) and 400 on every route that takes
+/// parameters or a body (they are checked before the handler runs). Found
+/// missing by schemathesis.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (actix_web::http::Method::GET, &mut item.get),
+                (actix_web::http::Method::PUT, &mut item.put),
+                (actix_web::http::Method::POST, &mut item.post),
+                (actix_web::http::Method::DELETE, &mut item.delete),
+            ];
+            for (method, operation) in operations {
+                let Some(op) = operation else { continue };
+                let responses = &mut op.responses.responses;
+                if !crate::auth::is_public(&method, path) {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("No valid token or session").into());
+                }
+                if crate::auth::needs_admin(&method, path) {
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| error("This needs the admin scope").into());
+                }
+                let takes_input = op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                if takes_input {
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| error("A parameter or the body is invalid").into());
+                }
+            }
+        }
     }
 }
 

@@ -21,11 +21,15 @@ const DEFAULT_COUNT_SPAN_MS: i64 = 86_400_000;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DetectionParams {
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     camera: Option<String>,
+    #[param(min_length = 1, max_length = 64)]
     label: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    #[param(minimum = 0)]
     pub(crate) after: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -33,19 +37,26 @@ pub(crate) struct DetectionParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventParams {
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     camera: Option<String>,
+    #[param(min_length = 1, max_length = 64)]
     label: Option<String>,
+    #[param(min_length = 1, max_length = 64)]
     zone: Option<String>,
     /// Events that started at or after this time.
     from: Option<String>,
     /// Events that started before this time.
     to: Option<String>,
+    #[param(minimum = 0.0, maximum = 1.0)]
     min_score: Option<f32>,
     /// A revision cursor: only changes after it, oldest first (pollers).
+    #[param(minimum = 0)]
     pub(crate) after: Option<i64>,
     /// Only changes before this revision: the newest `limit` of them (people
     /// scrolling back).
+    #[param(minimum = 0)]
     before: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -53,11 +64,14 @@ pub(crate) struct EventParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CountParams {
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     camera: String,
     from: Option<String>,
     to: Option<String>,
+    #[param(min_length = 1, max_length = 64)]
     label: Option<String>,
     /// A zone's name; `""` for first sightings; `LINE:in` / `LINE:out`.
+    #[param(max_length = 64)]
     zone: Option<String>,
 }
 
@@ -118,7 +132,10 @@ pub(crate) fn count_query(p: CountParams, now_ms: i64) -> Result<CountQuery, Api
     }
     check_name("label", &p.label)?;
     // An empty zone is meaningful here (first sightings).
-    if p.zone.as_ref().is_some_and(|z| z.len() > MAX_NAME_LEN) {
+    if p.zone
+        .as_ref()
+        .is_some_and(|z| z.chars().count() > MAX_NAME_LEN)
+    {
         return Err(ApiError::BadRequest(format!(
             "zone must be at most {MAX_NAME_LEN} characters"
         )));
@@ -199,9 +216,10 @@ pub(crate) fn check_camera_id(id: &str) -> Result<(), ApiError> {
 
 fn check_name(what: &str, v: &Option<String>) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.is_empty() || s.len() > MAX_NAME_LEN => Err(ApiError::BadRequest(format!(
-            "{what} must be 1-{MAX_NAME_LEN} characters"
-        ))),
+        // Characters, as the OpenAPI document's maxLength counts them.
+        Some(s) if s.is_empty() || s.chars().count() > MAX_NAME_LEN => Err(ApiError::BadRequest(
+            format!("{what} must be 1-{MAX_NAME_LEN} characters"),
+        )),
         _ => Ok(()),
     }
 }
