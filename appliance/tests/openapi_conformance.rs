@@ -60,7 +60,8 @@ fn token(x: &StreetBox, scope: &str) -> String {
 /// unless every check passed.
 fn run_schemathesis(x: &StreetBox, token: &str, examples: u32) {
     let mut cmd = Command::new(schemathesis());
-    cmd.arg("run")
+    // Its cache and reports go beside the box's files, not into the repo.
+    cmd.current_dir(x.config.parent().unwrap()).arg("run")
         .arg(format!("{}/api/v1/openapi.json", x.url))
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
