@@ -71,7 +71,7 @@ impl SourceUrl {
     /// and play at real time unless told otherwise.
     pub fn parse(url: &str) -> Result<Self, IngestError> {
         let bad = |reason: &str| IngestError::BadUrl {
-            url: url.to_string(),
+            url: redact_credentials(url),
             reason: reason.to_string(),
         };
         let url = url.trim();
@@ -79,7 +79,20 @@ impl SourceUrl {
             return Err(bad("empty"));
         }
         for scheme in ["rtsp://", "rtsps://", "rtmp://", "http://", "https://"] {
-            if url.starts_with(scheme) {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                // An `@` after the host is most often a password with a `/`
+                // in it: ffmpeg would take part of it for the host, and it
+                // could not be hidden when the URL is shown.
+                let path = &rest[authority_len(rest)..];
+                let path = path.split(['?', '#']).next().unwrap_or("");
+                if path.contains('@') {
+                    return Err(IngestError::BadUrl {
+                        url: format!("{scheme}…"),
+                        reason: "an '@' after the host: percent-encode it as %40 in a path, \
+                                 or put the credentials in username and password"
+                            .into(),
+                    });
+                }
                 return Ok(Self::Network {
                     url: url.to_string(),
                     transport: Transport::Tcp,
@@ -201,14 +214,24 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + 0.4 * unit)
 }
 
-/// Hides `user:password@` in a URL before it is shown anywhere.
+/// Hides `user:password@` in a URL before it is shown anywhere. Only the
+/// authority (up to the first `/`, `?` or `#`, as ffmpeg splits it) holds
+/// credentials: an `@` further on is part of the path and stays.
 pub fn redact_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority = &rest[..authority_len(rest)];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
+}
+
+/// The length of the authority (`user:pass@host:port`) at the start of
+/// what follows `scheme://`.
+fn authority_len(rest: &str) -> usize {
+    rest.find(['/', '?', '#']).unwrap_or(rest.len())
 }
 
 /// One camera to run.
@@ -505,6 +528,20 @@ mod tests {
             "rtsp://10.0.0.2/s1"
         );
         assert_eq!(redact_credentials("/data/a@b.mp4"), "/data/a@b.mp4");
+        // Found by fuzzing: an '@' in the path used to swallow the host.
+        assert_eq!(
+            redact_credentials("http://cam.lan/snap?user=a@b"),
+            "http://cam.lan/snap?user=a@b"
+        );
+        assert_eq!(
+            redact_credentials("rtsp://admin:p@ss@10.0.0.2:554/s1?x=@"),
+            "rtsp://***@10.0.0.2:554/s1?x=@"
+        );
+        let err = SourceUrl::parse("rtsp://admin:pa/ss@10.0.0.2/s1").unwrap_err();
+        assert!(!err.to_string().contains("ss@"), "{err}");
+        assert!(SourceUrl::parse("rtsp://10.0.0.2/strea@m1").is_err());
+        let err = SourceUrl::parse("rtspx://admin:secret@10.0.0.2/").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
         let url = SourceUrl::parse("rtsp://admin:secret@10.0.0.2/s1").unwrap();
         assert!(!url.shown().contains("secret"));
 
