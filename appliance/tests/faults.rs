@@ -71,6 +71,10 @@ fn sigkill_mid_write_keeps_a_sound_database_and_the_pollers_cursor() {
         killed_ms - newest
     );
     let open_at_kill = count(&x, "SELECT count(*) FROM events WHERE end_ms IS NULL");
+    eprintln!(
+        "SIGKILL: newest stored frame {} ms before the kill, {open_at_kill} events left open",
+        killed_ms - newest
+    );
 
     // Restart: events the kill left open are closed at their last sighting,
     // and the poller, which kept retrying, carries on.
@@ -120,6 +124,7 @@ fn sigterm_mid_flush_stores_every_row_the_analyser_produced() {
     let produced: i64 = field(&log, "detection_rows=")
         .expect("the analyser logs what it handed to storage when it stops");
     let stored = count(&x, "SELECT count(*) FROM detections");
+    eprintln!("SIGTERM: {produced} detection rows produced, {stored} stored");
     assert_eq!(stored, produced, "rows lost or doubled in the final flush");
     assert_eq!(
         count(&x, "SELECT count(*) FROM events WHERE end_ms IS NULL"),

@@ -357,6 +357,7 @@ fn an_rtsp_camera_rides_out_a_stalled_network_and_a_dropped_link() {
     );
     let noticed = stalled_at.elapsed();
     let error = cam.stats.snapshot().last_error.unwrap_or_default();
+    eprintln!("stall noticed after {noticed:?}: {error}");
     assert!(
         error.contains("timed out") || error.contains("no data"),
         "{error}"
@@ -373,6 +374,7 @@ fn an_rtsp_camera_rides_out_a_stalled_network_and_a_dropped_link() {
     let frame = next_frame_of(&rx, "cam", Duration::from_secs(15));
     assert!(frame.is_some(), "{:?}", cam.stats.snapshot());
     let recovered = frame.unwrap() - back;
+    eprintln!("frames again {recovered:?} after the network came back");
     assert!(recovered <= Duration::from_secs(5), "took {recovered:?}");
 
     // The link drops (both sides closed): the camera reconnects at once.
@@ -388,6 +390,7 @@ fn an_rtsp_camera_rides_out_a_stalled_network_and_a_dropped_link() {
     let frame = next_frame_of(&rx, "cam", Duration::from_secs(15));
     assert!(frame.is_some(), "{:?}", cam.stats.snapshot());
     let recovered = frame.unwrap() - cut_at;
+    eprintln!("frames again {recovered:?} after the link was cut");
     assert!(recovered <= Duration::from_secs(5), "took {recovered:?}");
     stop_all(&stop, rx, vec![cam]);
 }
