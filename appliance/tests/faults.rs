@@ -34,10 +34,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn healthy(x: &StreetBox) -> bool {
-    ureq::get(&format!("{}/healthz", x.url)).call().is_ok()
-}
-
 #[test]
 fn sigkill_mid_write_keeps_a_sound_database_and_the_pollers_cursor() {
     let tmp = tempfile::tempdir().unwrap();
@@ -79,7 +75,7 @@ fn sigkill_mid_write_keeps_a_sound_database_and_the_pollers_cursor() {
     // Restart: events the kill left open are closed at their last sighting,
     // and the poller, which kept retrying, carries on.
     let running = x.start(&models);
-    wait_for("the box answers again", || healthy(&x));
+    wait_for("the box answers again", || x.answers());
     if open_at_kill > 0 {
         assert!(x
             .log()

@@ -11,10 +11,7 @@ use vigil_inference::darknet::{cfg, DarknetNet};
 use vigil_inference::Precision;
 
 fuzz_target!(|data: &[u8]| {
-    let (cfg_bytes, weights) = match data.iter().position(|&b| b == 0) {
-        Some(nul) => (&data[..nul], &data[nul + 1..]),
-        None => (data, &[][..]),
-    };
+    let (cfg_bytes, weights) = vigil_fuzz::split_at_nul(data);
     let Ok(text) = std::str::from_utf8(cfg_bytes) else {
         return;
     };

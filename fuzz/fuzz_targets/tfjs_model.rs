@@ -9,10 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use vigil_inference::tfjs::TfjsGraph;
 
 fuzz_target!(|data: &[u8]| {
-    let (json, shard) = match data.iter().position(|&b| b == 0) {
-        Some(nul) => (&data[..nul], &data[nul + 1..]),
-        None => (data, &[][..]),
-    };
+    let (json, shard) = vigil_fuzz::split_at_nul(data);
     let Ok(text) = std::str::from_utf8(json) else {
         return;
     };

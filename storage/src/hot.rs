@@ -22,12 +22,12 @@ const CURSORS: TableDefinition<&str, i64> = TableDefinition::new("cursors");
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SNAPSHOT: &str = "next_snapshot";
+const SNAPSHOT_BYTES: &str = "snapshot_bytes";
 /// redb's page cache. Its default (1 GiB) let the cache take in every
 /// snapshot written, so a box's memory grew for as long as events came (a
 /// 30-minute soak: +100 MiB). The hot tables are small and snapshots are
 /// read rarely, from disk.
 const CACHE_BYTES: usize = 16 << 20;
-const SNAPSHOT_BYTES: &str = "snapshot_bytes";
 
 pub struct HotStore {
     db: Database,

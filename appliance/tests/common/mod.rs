@@ -144,6 +144,11 @@ impl StreetBox {
         ))
     }
 
+    /// Whether the box answers `/healthz`.
+    pub fn answers(&self) -> bool {
+        ureq::get(&format!("{}/healthz", self.url)).call().is_ok()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
