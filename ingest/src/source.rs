@@ -154,7 +154,7 @@ impl SourceUrl {
             return Ok(self);
         };
         let (scheme, rest) = url.split_once("://").expect("network urls have a scheme");
-        if rest.split('/').next().unwrap_or("").contains('@') {
+        if rest[..authority_len(rest)].contains('@') {
             return Err(IngestError::BadUrl {
                 url: redact_credentials(&url),
                 reason: "credentials both in the URL and in the config".into(),
@@ -544,6 +544,9 @@ mod tests {
         assert!(!err.to_string().contains("secret"), "{err}");
         let url = SourceUrl::parse("rtsp://admin:secret@10.0.0.2/s1").unwrap();
         assert!(!url.shown().contains("secret"));
+        // An '@' in the query is not a credential: config credentials apply.
+        let url = SourceUrl::parse("http://10.0.0.2/snap?user=a@b").unwrap();
+        assert!(url.with_credentials("u", "p").is_ok());
 
         // Credentials from the config are encoded into the URL, and hidden.
         let url = SourceUrl::parse("rtsp://10.0.0.2:554/s1")
