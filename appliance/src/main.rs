@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     // The bench prints a table; only warnings and errors interrupt it.
     let quiet = matches!(cli.command, Command::Bench(_));
     init_logging(cli.verbose, quiet);
+    vigil_inference::memory::reuse_large_buffers();
     let result = match cli.command {
         Command::Run { config } => commands::run(&config),
         Command::Demo(args) => demo::run(args),

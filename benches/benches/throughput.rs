@@ -116,6 +116,8 @@ fn agreement(reference: &[Vec<Detection>], ours: &[Vec<Detection>]) -> (usize, u
 }
 
 fn main() {
+    // As the appliance does (`vigil` main).
+    vigil_inference::memory::reuse_large_buffers();
     let device_spec = std::env::var("VIGIL_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device = select_device(&device_spec).expect("device");
     let on_gpu = !device.is_cpu();

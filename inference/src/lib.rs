@@ -9,6 +9,7 @@ pub mod darknet;
 pub mod detector;
 pub mod device;
 pub mod labels;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod ops;

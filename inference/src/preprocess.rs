@@ -131,28 +131,66 @@ pub fn fit_planar(
     let inner_h = ((image.height as f32 * placement.scale_y).round() as usize).min(out_h - top);
     let fill = LETTERBOX_FILL as f32 * scale;
     dst.fill(fill);
-    let x_taps = half_pixel_taps(image.width, inner_w);
-    let y_taps = half_pixel_taps(image.height, inner_h);
+    let resize = Resize {
+        x_taps: half_pixel_taps(image.width, inner_w),
+        y_taps: half_pixel_taps(image.height, inner_h),
+        top,
+        left,
+        out_w,
+        plane: out_w * out_h,
+        scale,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has the features the function was compiled for.
+        unsafe { resize_planar_avx2(image, &resize, dst) };
+        return placement;
+    }
+    resize_planar(image, &resize, dst);
+    placement
+}
+
+/// One bilinear resize into planes, as `fit_planar` worked it out.
+struct Resize {
+    x_taps: Vec<(usize, usize, f32)>,
+    y_taps: Vec<(usize, usize, f32)>,
+    top: usize,
+    left: usize,
+    out_w: usize,
+    plane: usize,
+    scale: f32,
+}
+
+/// The resize's pixel loop; a separate function so it can be compiled
+/// twice. Baseline x86-64 has no instruction for `round`, so each of the
+/// three per pixel was a call into libm (5 % of YOLOv3-tiny's frame); with
+/// AVX2 it is inlined, with the same result.
+#[inline(always)]
+fn resize_planar(image: &ImageView<'_>, r: &Resize, dst: &mut [f32]) {
     let stride = image.width * 3;
-    let plane = out_w * out_h;
-    for (iy, &(t, b, fy)) in y_taps.iter().enumerate() {
+    for (iy, &(t, b, fy)) in r.y_taps.iter().enumerate() {
         let top_row = &image.rgb[t * stride..(t + 1) * stride];
         let bottom_row = &image.rgb[b * stride..(b + 1) * stride];
-        let row_start = (top + iy) * out_w + left;
-        for (ix, &(l, r, fx)) in x_taps.iter().enumerate() {
+        let row_start = (r.top + iy) * r.out_w + r.left;
+        for (ix, &(l, rt, fx)) in r.x_taps.iter().enumerate() {
             for c in 0..3 {
                 let tl = top_row[l * 3 + c] as f32;
-                let tr = top_row[r * 3 + c] as f32;
+                let tr = top_row[rt * 3 + c] as f32;
                 let bl = bottom_row[l * 3 + c] as f32;
-                let br = bottom_row[r * 3 + c] as f32;
+                let br = bottom_row[rt * 3 + c] as f32;
                 let upper = tl + (tr - tl) * fx;
                 let lower = bl + (br - bl) * fx;
                 let v = (upper + (lower - upper) * fy).round();
-                dst[c * plane + row_start + ix] = v * scale;
+                dst[c * r.plane + row_start + ix] = v * r.scale;
             }
         }
     }
-    placement
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn resize_planar_avx2(image: &ImageView<'_>, r: &Resize, dst: &mut [f32]) {
+    resize_planar(image, r, dst)
 }
 
 /// OpenCV's bilinear taps: source = (destination + 0.5) x ratio - 0.5,

@@ -1,10 +1,11 @@
 //! Convolution layers with their bias and activation folded in, as an
 //! inference graph has them after batch norm folding.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use super::Weights;
 use crate::ops::int8::{worth_quantizing, QuantizedConv};
+use crate::ops::winograd::{self, WinogradConv};
 pub use crate::ops::Activation;
 use crate::ops::{bias_activation, conv2d, depthwise_conv2d, Padding};
 use crate::InferenceError;
@@ -123,9 +124,10 @@ impl Module for Conv {
 }
 
 /// A dense convolution with symmetric padding, bias and activation fused
-/// (`ops::conv2d`), or its int8 version (`ops::int8`) where the model runs in
-/// int8 and the layer is deep enough for that to pay. Darknet's and
-/// Ultralytics' convolutions are both this.
+/// (`ops::conv2d`); its int8 version (`ops::int8`) where the model runs in
+/// int8 and the layer is deep enough for that to pay; or, for f32 3x3
+/// layers on the CPU, Winograd's (`ops::winograd`). Darknet's and
+/// Ultralytics' convolutions are all this.
 pub enum FusedConv {
     Float {
         weight: Tensor, // [O, C, K, K]
@@ -135,6 +137,7 @@ pub enum FusedConv {
         act: Activation,
     },
     Int8(QuantizedConv),
+    Winograd(WinogradConv),
 }
 
 impl FusedConv {
@@ -154,6 +157,10 @@ impl FusedConv {
                 &weight, &bias, stride, padding, act,
             )?));
         }
+        let f32_on_cpu = weight.device().is_cpu() && weight.dtype() == DType::F32;
+        if f32_on_cpu && winograd::worth_it(c, k, stride, padding) {
+            return Ok(Self::Winograd(WinogradConv::new(&weight, &bias, act)?));
+        }
         Ok(Self::Float {
             weight,
             bias,
@@ -167,6 +174,7 @@ impl FusedConv {
         match self {
             Self::Float { weight, .. } => weight.dims()[0],
             Self::Int8(q) => q.out_channels(),
+            Self::Winograd(w) => w.out_channels(),
         }
     }
 }
@@ -182,6 +190,7 @@ impl Module for FusedConv {
                 act,
             } => conv2d(x, weight, bias, *stride, *padding, *act),
             Self::Int8(q) => q.forward(x),
+            Self::Winograd(w) => w.forward(x),
         }
     }
 }

@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{bias_activation, contiguous_f32, inside_columns, out_size, Activation};
+use super::{bias_activation, contiguous_f32, inside_columns, out_size, Activation, SharedMut};
 
 /// Patch-matrix size aimed for per tile, in floats (about 1 MiB).
 const TILE_FLOATS: usize = 1 << 18;
@@ -41,7 +41,7 @@ struct Geometry {
 
 impl Geometry {
     /// Fills `col` (`[C*K*K, rows * OW]`) with the patches of output rows
-    /// `row0..row0 + rows` of one image; `col` must be zeroed.
+    /// `row0..row0 + rows` of one image, zero where a tap reads padding.
     fn patches(&self, image: &[f32], row0: usize, rows: usize, col: &mut [f32]) {
         let Geometry {
             c,
@@ -58,16 +58,16 @@ impl Geometry {
             let (ch, ky, kx) = (r / (k * k), (r / k) % k, r % k);
             let plane = &image[ch * h * w..(ch + 1) * h * w];
             let (first, end) = inside_columns(kx, s, p, w, ow);
-            if first >= end {
-                continue;
-            }
             for (i, oy) in (row0..row0 + rows).enumerate() {
-                let iy = (oy * s + ky) as isize - p as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue; // stays zero
-                }
-                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                 let dst = &mut col[r * width + i * ow..r * width + (i + 1) * ow];
+                let iy = (oy * s + ky) as isize - p as isize;
+                if iy < 0 || iy >= h as isize || first >= end {
+                    dst.fill(0.0);
+                    continue;
+                }
+                dst[..first].fill(0.0);
+                dst[end..].fill(0.0);
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                 if s == 1 {
                     let start = first + kx - p;
                     dst[first..end].copy_from_slice(&src[start..start + (end - first)]);
@@ -81,19 +81,10 @@ impl Geometry {
     }
 }
 
-/// The output buffer, shared by tiles that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every tile writes only its own rows of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// `offset` must lie inside the output buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
+thread_local! {
+    /// Each thread's patch matrix, kept between tiles and calls: a fresh
+    /// zeroed megabyte per tile cost more than the stem's arithmetic.
+    static PATCHES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl CustomOp3 for DenseConv {
@@ -149,26 +140,27 @@ impl CustomOp3 for DenseConv {
         // Enough tiles to keep every thread busy: one single-threaded GEMM
         // per tile. Otherwise the GEMMs share the threads.
         let tile_parallel = tiles.len() >= 2 * threads;
-        let mut out = vec![0f32; n * o * plane];
-        let out_ptr = OutPtr(out.as_mut_ptr());
-        let run_tile = |&(img, row0): &(usize, usize)| {
+        let run_tile = |out_ptr: SharedMut, &(img, row0): &(usize, usize)| {
             let rows = rows_per_tile.min(g.oh - row0);
             let cols = rows * g.ow;
             let image = &x[img * c * h * w..(img + 1) * c * h * w];
             let pointwise = k == 1 && self.stride == 1 && self.padding == 0;
-            let scratch;
+            let mut scratch = PATCHES.take();
             let (rhs, rhs_rs) = if pointwise {
                 // A 1x1 convolution reads the input as it is.
                 (image[row0 * g.ow..].as_ptr(), (h * w) as isize)
             } else {
-                let mut col = vec![0f32; depth * cols];
-                g.patches(image, row0, rows, &mut col);
-                scratch = col;
+                if scratch.len() < depth * cols {
+                    scratch.resize(depth * cols, 0.0);
+                }
+                g.patches(image, row0, rows, &mut scratch[..depth * cols]);
                 (scratch.as_ptr(), cols as isize)
             };
             // SAFETY: the tile's rows of image `img` lie inside `out`
             // (offset + (o - 1) * plane + cols <= len) and no other tile
             // writes them; lhs and rhs are live slices of the given shapes.
+            // The GEMM writes every one of them without reading (tiles
+            // cover all rows, so all of `out` is written).
             unsafe {
                 let dst = out_ptr.at(img * o * plane + row0 * g.ow);
                 gemm::gemm(
@@ -202,12 +194,16 @@ impl CustomOp3 for DenseConv {
                     self.act.apply_slice(row);
                 }
             }
+            PATCHES.set(scratch);
         };
-        if tile_parallel {
-            tiles.par_iter().for_each(run_tile);
-        } else {
-            tiles.iter().for_each(run_tile);
-        }
+        let out = super::filled(n * o * plane, |out| {
+            let out = SharedMut(out);
+            if tile_parallel {
+                tiles.par_iter().for_each(|tile| run_tile(out, tile));
+            } else {
+                tiles.iter().for_each(|tile| run_tile(out, tile));
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, o, g.oh, g.ow))))
     }
 }

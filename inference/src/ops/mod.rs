@@ -5,6 +5,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod int8;
 pub mod maxpool;
+pub mod winograd;
 
 pub use bias_activation::bias_activation;
 pub use conv::conv2d;
@@ -147,6 +148,33 @@ pub(crate) fn inside_columns(
         .div_ceil(stride)
         .min(out_width);
     (first, end)
+}
+
+/// A buffer whose disjoint parts are written by different threads.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every user gives each thread its own part to write (see each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
+/// A new buffer of `len` floats written by `fill`, which gets its start and
+/// must write every one of them: an op's output is written once in full,
+/// and zeroing it first cost as much as some layers' arithmetic.
+fn filled(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut buffer = Vec::<f32>::with_capacity(len);
+    fill(buffer.as_mut_ptr());
+    // SAFETY: `fill` wrote all `len` floats (every caller's contract,
+    // checked by its tests against a reference on every element).
+    unsafe { buffer.set_len(len) };
+    buffer
 }
 
 /// The f32 contents of a contiguous CPU tensor argument, or an error naming the op.
