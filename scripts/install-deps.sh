@@ -4,7 +4,8 @@
 # clips), GStreamer's RTSP server with Python bindings (a real camera peer in
 # the tests), clang for bindgen, Node.js (model fetch and
 # the JPEG reference decoder), Chromium (UI tests), mosquitto (MQTT tests),
-# debootstrap, lintian and cargo-deb (the package tests), schemathesis (the
+# debootstrap, lintian and cargo-deb (the package tests), systemd (a real
+# journald for the structured-log test), schemathesis (the
 # API conformance test), cargo-fuzz (the fuzz targets' short run) and the
 # Rust toolchain.
 # Safe to run again: it installs only what is missing.
@@ -16,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libavdevice-dev libjpeg-turbo-progs
           libswscale-dev ffmpeg procps ca-certificates curl
           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
-          gstreamer1.0-plugins-bad mosquitto wrk debootstrap lintian python3-venv)
+          gstreamer1.0-plugins-bad mosquitto wrk debootstrap lintian python3-venv systemd)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v chromium >/dev/null || packages+=(chromium)

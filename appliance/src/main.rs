@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod logging;
 mod model_cmd;
 mod mqtt;
 mod pipeline;
@@ -66,20 +67,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
-    let default = match verbose {
+    logging::init(match verbose {
         0 if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only for a person at a terminal: journald and log files get
-    // plain text.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+    });
 }
