@@ -80,6 +80,73 @@ in_root vigil version
 in_root vigil check-config /etc/vigil/vigil.toml
 in_root vigil model list | grep -q ssdlite_mobilenet_v2_coco || fail "the default model is not found"
 
+step "under systemd: started at boot, READY, and restarted by the watchdog when frozen"
+# systemd itself as PID 1 of new PID, mount and network namespaces over the
+# test root, as in a container (its own /run and /tmp: boot empties /tmp,
+# where the packages wait for the upgrade step). Test-only drop-ins: a 3 s watchdog, no
+# gettys on the host's terminals.
+$SUDO mkdir -p "$ROOT/etc/systemd/system/vigil.service.d"
+printf '[Service]\nWatchdogSec=3\nRestartSec=1\nTimeoutStopSec=5\n' | $SUDO tee "$ROOT/etc/systemd/system/vigil.service.d/watchdog-test.conf" >/dev/null
+for unit in console-getty.service getty@.service getty-static.service; do
+  $SUDO ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
+done
+$SUDO unshare --mount --pid --net --fork --propagation private sh -c '
+  mount --bind "$1" "$1" && mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" &&
+  mount --rbind /sys/fs/cgroup "$1/sys/fs/cgroup" && mount -t tmpfs tmpfs "$1/run" &&
+  mount -t tmpfs tmpfs "$1/tmp" &&
+  mount --rbind /dev "$1/dev" &&
+  exec chroot "$1" /usr/bin/env -i container=vigil-test /lib/systemd/systemd --system' sh "$ROOT" \
+  >/dev/null 2>&1 &
+launcher=$!
+# The namespace's PID 1 as the host sees it: the launcher's descendant
+# that has become systemd.
+booted() {
+  local p=$launcher c
+  for _ in 1 2 3; do
+    c=$(pgrep -P "$p" | head -1) || return 1
+    [ "$(cat "/proc/$c/comm" 2>/dev/null)" = systemd ] && { echo "$c"; return 0; }
+    p=$c
+  done
+  return 1
+}
+in_boot() { $SUDO nsenter -t "$INIT" -m -p -r -w "$@"; }
+stop_boot() { [ -z "${INIT:-}" ] || $SUDO kill -KILL "$INIT" 2>/dev/null || true; }
+trap stop_boot EXIT
+INIT=""
+for _ in $(seq 100); do INIT=$(booted || true); [ -n "$INIT" ] && break; sleep 0.2; done
+[ -n "$INIT" ] || fail "systemd did not start"
+state=""
+for _ in $(seq 120); do
+  state=$(in_boot systemctl is-active vigil.service 2>/dev/null || true)
+  [ "$state" = active ] && break
+  sleep 0.5
+done
+[ "$state" = active ] || { in_boot journalctl -u vigil --no-pager | tail -20; fail "vigil.service is $state after boot"; }
+status=$(in_boot systemctl show -P StatusText vigil.service)
+grep -q "storage ok" <<<"$status" || fail "no STATUS line from the service: '$status'"
+first=$(in_boot systemctl show -P MainPID vigil.service)
+echo "ok: active (Type=notify, hardened unit) with STATUS '$status', main PID $first"
+# Healthy, it pings: still the same process after more than two timeouts.
+sleep 7
+[ "$(in_boot systemctl show -P MainPID vigil.service)" = "$first" ] && \
+  [ "$(in_boot systemctl show -P NRestarts vigil.service)" = 0 ] || fail "restarted while healthy: no watchdog pings"
+# A process that stops pinging: systemd must kill and restart it.
+in_boot kill -STOP "$first"
+restarted=""
+for _ in $(seq 60); do
+  pid=$(in_boot systemctl show -P MainPID vigil.service)
+  if [ "$(in_boot systemctl is-active vigil.service || true)" = active ] && [ "$pid" != 0 ] && [ "$pid" != "$first" ]; then
+    restarted=$pid; break
+  fi
+  sleep 0.5
+done
+[ -n "$restarted" ] || { in_boot journalctl -u vigil --no-pager | tail -20; fail "not restarted after the watchdog timeout"; }
+in_boot journalctl -u vigil --no-pager | grep -q "Watchdog timeout" || fail "the restart was not the watchdog's"
+echo "ok: watchdog timeout, restarted as PID $restarted (NRestarts=$(in_boot systemctl show -P NRestarts vigil.service))"
+stop_boot
+trap - EXIT
+$SUDO rm -r "$ROOT/etc/systemd/system/vigil.service.d"
+
 step "upgrade keeps a changed configuration and the database"
 echo "# changed by the operator" | $SUDO tee -a "$ROOT/etc/vigil/vigil.toml" >/dev/null
 # As an operator would: root runs the CLI; the files stay the service's.
