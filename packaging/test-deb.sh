@@ -126,6 +126,11 @@ status=$(in_boot systemctl show -P StatusText vigil.service)
 grep -q "storage ok" <<<"$status" || fail "no STATUS line from the service: '$status'"
 first=$(in_boot systemctl show -P MainPID vigil.service)
 echo "ok: active (Type=notify, hardened unit) with STATUS '$status', main PID $first"
+# systemd put its stderr on the journal: it logs natively, with fields.
+invocation=$(in_boot systemctl show -P InvocationID vigil.service)
+native=$(in_boot journalctl "_SYSTEMD_INVOCATION_ID=$invocation" -o json --no-pager | grep '"_TRANSPORT":"journal"' | grep -c '"TARGET":"vigil' || true)
+[ "$native" -gt 0 ] || fail "the service does not log to journald natively"
+echo "ok: $native native journal entries with fields from the service"
 # Healthy, it pings: still the same process after more than two timeouts.
 sleep 7
 [ "$(in_boot systemctl show -P MainPID vigil.service)" = "$first" ] && \
@@ -141,7 +146,8 @@ for _ in $(seq 60); do
   sleep 0.5
 done
 [ -n "$restarted" ] || { in_boot journalctl -u vigil --no-pager | tail -20; fail "not restarted after the watchdog timeout"; }
-in_boot journalctl -u vigil --no-pager | grep -q "Watchdog timeout" || fail "the restart was not the watchdog's"
+log=$(in_boot journalctl "INVOCATION_ID=$invocation" --no-pager)
+grep -q "Watchdog timeout" <<<"$log" || fail "the restart was not the watchdog's"
 echo "ok: watchdog timeout, restarted as PID $restarted (NRestarts=$(in_boot systemctl show -P NRestarts vigil.service))"
 stop_boot
 trap - EXIT
