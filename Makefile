@@ -3,11 +3,14 @@
 #   make test   formatting, lints and the whole test suite
 CARGO ?= cargo
 
-.PHONY: deps build models demo test deb
+.PHONY: deps build models demo test deb deb-cuda
 
-# The Debian package (release build); see packaging/README.md.
+# The Debian packages (release builds); see packaging/README.md.
 deb: models
-	$(CARGO) deb -p vigil
+	$(CARGO) deb -p vigil --strip
+
+deb-cuda: models
+	packaging/build-cuda-deb.sh
 
 deps:
 	scripts/install-deps.sh
