@@ -11,7 +11,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{inside_columns, out_size, Activation};
+use super::{inside_columns, out_size, Activation, SharedMut};
 
 /// Output channels per micro-tile (rows of the int32 result).
 const MR: usize = 8;
@@ -241,7 +241,7 @@ impl QuantizedConv {
         let tasks: Vec<(usize, usize)> = (0..rows / MR)
             .flat_map(|rb| (0..columns.div_ceil(TASK_COLUMNS)).map(move |cb| (rb, cb)))
             .collect();
-        let out = SharedOut(acc.as_mut_ptr());
+        let out = SharedMut(acc.as_mut_ptr());
         tasks.par_iter().for_each(|&(rb, cb)| {
             let c0 = cb * TASK_COLUMNS;
             let c1 = (c0 + TASK_COLUMNS).min(columns);
@@ -260,20 +260,6 @@ impl QuantizedConv {
             }
         });
         acc
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SharedOut(*mut i32);
-// SAFETY: tasks write disjoint tiles.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `offset` must lie inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut i32 {
-        self.0.add(offset)
     }
 }
 

@@ -151,16 +151,23 @@ pub(crate) fn inside_columns(
 }
 
 /// A buffer whose disjoint parts are written by different threads.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+struct SharedMut<T = f32>(*mut T);
 // SAFETY: every user gives each thread its own part to write (see each use).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
 
-impl SharedMut {
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
     /// # Safety
     /// `offset` must lie inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    unsafe fn at(self, offset: usize) -> *mut T {
         self.0.add(offset)
     }
 }

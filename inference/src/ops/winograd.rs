@@ -298,20 +298,27 @@ fn transform_inputs(x: &[f32], tiling: &Tiling, batch: Batch, channel: usize, v:
     }
 }
 
+/// What a batch's output transform reads and where it writes.
+#[derive(Clone, Copy)]
+struct OutputPass<'a> {
+    /// `M`: `[POINTS, O, stride]`, the products.
+    products: &'a [f32],
+    out_channels: usize,
+    act: Activation,
+    /// The layer's output, `[N, O, H, W]`.
+    out: SharedMut,
+}
+
 /// Turns `M[p][oc][..]` of the batch into output blocks of channel `oc`,
 /// with the bias and activation.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn transform_outputs(
-    m: &[f32],
-    tiling: &Tiling,
-    batch: Batch,
-    oc: usize,
-    out_channels: usize,
-    bias: f32,
-    act: Activation,
-    out: SharedMut,
-) {
+fn transform_outputs(pass: OutputPass, tiling: &Tiling, batch: Batch, oc: usize, bias: f32) {
+    let OutputPass {
+        products: m,
+        out_channels,
+        act,
+        out,
+    } = pass;
     let (h, w) = (tiling.h, tiling.w);
     for (group, places) in batch.places.chunks(LANES).enumerate() {
         let group = group * LANES;
@@ -366,18 +373,14 @@ unsafe fn transform_inputs_avx2(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn transform_outputs_avx2(
-    m: &[f32],
+    pass: OutputPass,
     tiling: &Tiling,
     batch: Batch,
     oc: usize,
-    out_channels: usize,
     bias: f32,
-    act: Activation,
-    out: SharedMut,
 ) {
-    transform_outputs(m, tiling, batch, oc, out_channels, bias, act, out)
+    transform_outputs(pass, tiling, batch, oc, bias)
 }
 
 fn has_avx2() -> bool {
@@ -454,17 +457,20 @@ impl WinogradConv {
                 )
             }
         });
-        let m = &*m;
+        let pass = OutputPass {
+            products: m,
+            out_channels: o,
+            act: self.act,
+            out,
+        };
         each(o, parallel, |oc| {
             let bias = self.bias[oc];
             #[cfg(target_arch = "x86_64")]
             if avx2 {
                 // SAFETY: as above.
-                return unsafe {
-                    transform_outputs_avx2(m, tiling, batch, oc, o, bias, self.act, out)
-                };
+                return unsafe { transform_outputs_avx2(pass, tiling, batch, oc, bias) };
             }
-            transform_outputs(m, tiling, batch, oc, o, bias, self.act, out)
+            transform_outputs(pass, tiling, batch, oc, bias)
         });
     }
 
