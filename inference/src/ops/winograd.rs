@@ -60,7 +60,7 @@ pub struct WinogradConv {
 }
 
 /// Fewer input channels than this and the transforms cost more than the
-/// products save (the stem's 3 channels ran at 0.5x); YOLOv3-tiny's
+/// products save (the stem's 3 channels ran at 0.6x); YOLOv3-tiny's
 /// 16-channel layer at 208x208 ran 1.0-1.2x the GEMM convolution's speed
 /// through Winograd, its deeper ones 1.5-2.3x (`benches/benches/conv3x3.rs`).
 pub const MIN_CHANNELS: usize = 16;
