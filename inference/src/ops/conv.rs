@@ -196,14 +196,17 @@ impl CustomOp3 for DenseConv {
             }
             PATCHES.set(scratch);
         };
-        let out = super::filled(n * o * plane, |out| {
-            let out = SharedMut(out);
-            if tile_parallel {
-                tiles.par_iter().for_each(|tile| run_tile(out, tile));
-            } else {
-                tiles.iter().for_each(|tile| run_tile(out, tile));
-            }
-        });
+        // SAFETY: the tiles cover every output row of every image, and each
+        // tile's GEMM writes its rows for every output channel.
+        let out = unsafe {
+            super::filled(n * o * plane, |out| {
+                if tile_parallel {
+                    tiles.par_iter().for_each(|tile| run_tile(out, tile));
+                } else {
+                    tiles.iter().for_each(|tile| run_tile(out, tile));
+                }
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, o, g.oh, g.ow))))
     }
 }

@@ -3,6 +3,8 @@
 //! slowly on large maps; darknet's stride-1 pools and SPPF's 5x5 pools run
 //! on every frame.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -44,19 +46,17 @@ impl CustomOp1 for MaxPool {
         // the image take the maximum of two pairs in a loop that vectorises.
         let halving = self.size == 2 && self.stride == 2 && self.before == 0;
         let full_columns = if halving { (w / 2).min(ow) } else { 0 };
-        let pool_plane = |p: usize, dst: &mut [f32]| {
+        let pool_plane = |p: usize, dst: &mut [MaybeUninit<f32>]| {
             let plane = &x[p * h * w..(p + 1) * h * w];
             for oy in 0..oh {
                 let (y0, y1) = span(oy, h);
                 let row = &mut dst[oy * ow..(oy + 1) * ow];
-                if halving && y1 - y0 == 2 {
+                let done = if halving && y1 - y0 == 2 {
                     let (top, bottom) = (&plane[y0 * w..], &plane[(y0 + 1) * w..]);
                     let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
                     for (d, (a, b)) in row[..full_columns].iter_mut().zip(pairs) {
-                        *d = a[0].max(a[1]).max(b[0].max(b[1]));
+                        d.write(a[0].max(a[1]).max(b[0].max(b[1])));
                     }
-                }
-                let done = if halving && y1 - y0 == 2 {
                     full_columns
                 } else {
                     0
@@ -68,20 +68,20 @@ impl CustomOp1 for MaxPool {
                             m = m.max(*v);
                         }
                     }
-                    row[ox] = m;
+                    row[ox].write(m);
                 }
             }
         };
         let plane_out = oh * ow;
-        let out = super::filled(n * c * plane_out, |out| {
-            let out = super::SharedMut(out);
-            (0..n * c).into_par_iter().for_each(|p| {
-                // SAFETY: plane p of the output, written only by this task.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(out.at(p * plane_out), plane_out) };
-                pool_plane(p, dst)
-            });
-        });
+        // SAFETY: every plane is pooled, and every output of a plane written.
+        let out = unsafe {
+            super::filled(n * c * plane_out, |out| {
+                (0..n * c).into_par_iter().for_each(|p| {
+                    // SAFETY: plane p of the output, written only by this task.
+                    pool_plane(p, out.part(p * plane_out, plane_out))
+                });
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }

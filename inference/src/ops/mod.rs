@@ -55,6 +55,16 @@ fn fast_exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
+/// Whether the CPU runs the ops' loops compiled for AVX2 and FMA.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Applies `act` to every value; a separate function so it can be compiled
 /// twice, for the baseline and for AVX2+FMA.
 #[inline(always)]
@@ -96,8 +106,7 @@ impl Activation {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2_fma() {
             // SAFETY: the CPU has the features the function was compiled for.
             return unsafe { apply_all_avx2(self, values) };
         }
@@ -170,16 +179,29 @@ impl<T> SharedMut<T> {
     unsafe fn at(self, offset: usize) -> *mut T {
         self.0.add(offset)
     }
+
+    /// `len` elements from `offset`, to be written (they may not be
+    /// initialised yet).
+    ///
+    /// # Safety
+    /// They must lie inside the buffer, and no other thread may touch them
+    /// while the slice lives.
+    #[allow(clippy::mut_from_ref)] // the part is the caller's alone (see above)
+    unsafe fn part<'a>(self, offset: usize, len: usize) -> &'a mut [std::mem::MaybeUninit<T>] {
+        std::slice::from_raw_parts_mut(self.at(offset).cast(), len)
+    }
 }
 
-/// A new buffer of `len` floats written by `fill`, which gets its start and
-/// must write every one of them: an op's output is written once in full,
-/// and zeroing it first cost as much as some layers' arithmetic.
-fn filled(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+/// A new buffer of `len` floats written by `fill`, which gets its start:
+/// an op's output is written once in full, and zeroing it first cost as
+/// much as some layers' arithmetic.
+///
+/// # Safety
+/// `fill` must write every one of the `len` floats.
+unsafe fn filled(len: usize, fill: impl FnOnce(SharedMut)) -> Vec<f32> {
     let mut buffer = Vec::<f32>::with_capacity(len);
-    fill(buffer.as_mut_ptr());
-    // SAFETY: `fill` wrote all `len` floats (every caller's contract,
-    // checked by its tests against a reference on every element).
+    fill(SharedMut(buffer.as_mut_ptr()));
+    // SAFETY: `fill` wrote all `len` floats (the caller's contract).
     unsafe { buffer.set_len(len) };
     buffer
 }

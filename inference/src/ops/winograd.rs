@@ -248,9 +248,8 @@ impl Tiling {
     }
 }
 
-/// A tile's image and the first row and column of its output block
-/// (worked out once per call: per lane and channel, the divisions cost
-/// more than the transforms).
+/// A tile's image and the first row and column of its output block,
+/// worked out once per call rather than once per lane and channel.
 #[derive(Clone, Copy)]
 struct TilePlace {
     image: usize,
@@ -348,11 +347,9 @@ fn transform_outputs(pass: OutputPass, tiling: &Tiling, batch: Batch, oc: usize,
                 // SAFETY: row y + i, columns x..x + columns of channel oc's
                 // plane of this image, which only this output channel's
                 // task writes.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(out.at(plane + (y + i) * w + x), columns)
-                };
+                let dst = unsafe { out.part(plane + (y + i) * w + x, columns) };
                 for (d, lanes) in dst.iter_mut().zip(row) {
-                    *d = lanes[lane];
+                    d.write(lanes[lane]);
                 }
             }
         }
@@ -381,15 +378,6 @@ unsafe fn transform_outputs_avx2(
     bias: f32,
 ) {
     transform_outputs(pass, tiling, batch, oc, bias)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 impl WinogradConv {
@@ -533,39 +521,42 @@ impl CustomOp1 for WinogradConv {
         let tiling = Tiling::new(c, h, w);
         let tiles = n * tiling.per_image();
         let places = tiling.places(n);
-        let avx2 = has_avx2();
+        let avx2 = super::has_avx2_fma();
         let threads = rayon::current_num_threads();
         // Enough tiles for every thread to take whole batches of a useful
         // size: no hand-over between the steps. Otherwise (deep layers on
         // small maps) the threads share each step of each batch.
         let batch_parallel = threads > 1 && tiles >= 2 * threads * MIN_BATCH_TILES;
         let per_batch = self.batch_tiles(tiles, batch_parallel.then_some(threads));
-        let out = super::filled(n * o * h * w, |out| {
-            let out = SharedMut(out);
-            if batch_parallel {
-                places.par_chunks(per_batch).for_each(|places| {
+        // SAFETY: every output pixel lies in one tile, and every tile's
+        // block is written for every output channel.
+        let out = unsafe {
+            super::filled(n * o * h * w, |out| {
+                if batch_parallel {
+                    places.par_chunks(per_batch).for_each(|places| {
+                        self.run_batches(
+                            x,
+                            &tiling,
+                            std::iter::once(places),
+                            per_batch,
+                            out,
+                            avx2,
+                            false,
+                        )
+                    });
+                } else {
                     self.run_batches(
                         x,
                         &tiling,
-                        std::iter::once(places),
+                        places.chunks(per_batch),
                         per_batch,
                         out,
                         avx2,
-                        false,
-                    )
-                });
-            } else {
-                self.run_batches(
-                    x,
-                    &tiling,
-                    places.chunks(per_batch),
-                    per_batch,
-                    out,
-                    avx2,
-                    true,
-                );
-            }
-        });
+                        true,
+                    );
+                }
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
     }
 }
