@@ -6,6 +6,7 @@ use candle_core::{DType, Module, Tensor};
 use super::Weights;
 use crate::ops::int8::{worth_quantizing, QuantizedConv};
 use crate::ops::winograd::{self, WinogradConv};
+use crate::ops::winograd_int8::QuantizedWinogradConv;
 pub use crate::ops::Activation;
 use crate::ops::{bias_activation, conv2d, depthwise_conv2d, Padding};
 use crate::InferenceError;
@@ -124,10 +125,11 @@ impl Module for Conv {
 }
 
 /// A dense convolution with symmetric padding, bias and activation fused
-/// (`ops::conv2d`); its int8 version (`ops::int8`) where the model runs in
-/// int8 and the layer is deep enough for that to pay; or, for f32 3x3
-/// layers on the CPU, Winograd's (`ops::winograd`). Darknet's and
-/// Ultralytics' convolutions are all this.
+/// (`ops::conv2d`); where the model runs in int8 and the layer is deep
+/// enough for that to pay, its int8 version: Winograd F(2x2, 3x3) for 3x3
+/// stride-1 layers (`ops::winograd_int8`), im2col for the rest
+/// (`ops::int8`); or, for f32 3x3 layers on the CPU, Winograd F(4x4, 3x3)
+/// (`ops::winograd`). Darknet's and Ultralytics' convolutions are all this.
 pub enum FusedConv {
     Float {
         weight: Tensor, // [O, C, K, K]
@@ -137,6 +139,7 @@ pub enum FusedConv {
         act: Activation,
     },
     Int8(QuantizedConv),
+    Int8Winograd(QuantizedWinogradConv),
     Winograd(WinogradConv),
 }
 
@@ -153,6 +156,11 @@ impl FusedConv {
     ) -> candle_core::Result<Self> {
         let (_, c, k, _) = weight.dims4()?;
         if int8 && worth_quantizing(c, k) {
+            if winograd::fits(k, stride, padding) {
+                return Ok(Self::Int8Winograd(QuantizedWinogradConv::new(
+                    &weight, &bias, act,
+                )?));
+            }
             return Ok(Self::Int8(QuantizedConv::new(
                 &weight, &bias, stride, padding, act,
             )?));
@@ -174,6 +182,7 @@ impl FusedConv {
         match self {
             Self::Float { weight, .. } => weight.dims()[0],
             Self::Int8(q) => q.out_channels(),
+            Self::Int8Winograd(q) => q.out_channels(),
             Self::Winograd(w) => w.out_channels(),
         }
     }
@@ -190,6 +199,7 @@ impl Module for FusedConv {
                 act,
             } => conv2d(x, weight, bias, *stride, *padding, *act),
             Self::Int8(q) => q.forward(x),
+            Self::Int8Winograd(q) => q.forward(x),
             Self::Winograd(w) => w.forward(x),
         }
     }

@@ -2,35 +2,45 @@
 //! int8), activations per image and layer (asymmetric, uint8, range taken
 //! from the data), products summed in int32 by AVX-512 VNNI's `vpdpbusd`
 //! (64 multiply-adds per instruction, four times an f32 FMA), then scaled
-//! back to f32 with the bias and activation.
+//! back to f32 with the bias and activation as each micro-tile is written.
+//! 3x3 stride-1 layers go through Winograd instead (`ops::winograd_int8`),
+//! which shares this file's micro-kernel.
 //!
 //! Why our own kernel: candle's quantized matmul (Q8_0) serves LLM
 //! matrix-vector products; on convolution-shaped products it measured 7-10x
 //! slower than candle's f32 GEMM here (docs/benchmarks.md).
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{inside_columns, out_size, Activation, SharedMut};
+use super::{avx2_dispatch, contiguous_f32, inside_columns, out_size, Activation, SharedMut};
 
 /// Output channels per micro-tile (rows of the int32 result).
-const MR: usize = 8;
+pub(super) const MR: usize = 8;
 /// Output pixels per micro-tile: two 16-lane int32 vectors.
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 /// Columns per parallel task.
 const TASK_COLUMNS: usize = 256;
 
-/// Below this many taps per output (`C x K x K`), quantizing and packing the
-/// input costs more than the int8 products save: on YOLOv3-tiny the 144-
-/// and 288-tap layers ran 2-4x slower in int8, the 1152-tap and deeper
-/// ones 2-4x faster. With 576 instead the whole model was no faster, and
-/// fewer quantized layers keep more of f32's accuracy.
+/// Below this many taps per output (`C x K x K`), int8 is not worth its
+/// loss of resolution. On YOLOv3-tiny's 3x3 layers
+/// (`benches/benches/conv3x3.rs`), int8 ran level with f32's Winograd or
+/// slower at 144 and 288 taps, 1.1x faster at 576 and 1.4-2.6x from 1152
+/// up. Quantizing the 576-tap layer too moved a detection's score on
+/// `dog.jpg` by 0.06 (0.002 without it) for a gain of about 0.1 ms.
 pub const MIN_INT8_DEPTH: usize = 1152;
+
+/// Fewest input channels of a 1x1 layer run in int8. In int8, YOLOv3-tiny's
+/// 1x1 layers (256 to 1024 channels; those feeding a head stay f32) made
+/// the model about 4% faster at batch 1, no slower at batch 4, and moved
+/// no detection; YOLOv8n and YOLO11n gained 0-5%.
+pub const MIN_INT8_POINTWISE: usize = 256;
 
 /// Whether a convolution with this many input channels and kernel size is
 /// worth running in int8.
 pub fn worth_quantizing(in_channels: usize, kernel: usize) -> bool {
     in_channels * kernel * kernel >= MIN_INT8_DEPTH
+        || (kernel == 1 && in_channels >= MIN_INT8_POINTWISE)
 }
 
 /// A dense convolution with int8 weights.
@@ -50,7 +60,7 @@ pub struct QuantizedConv {
     act: Activation,
 }
 
-fn padded(n: usize, to: usize) -> usize {
+pub(super) fn padded(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
@@ -102,7 +112,119 @@ impl QuantizedConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
+        x.contiguous()?.apply_op1_no_bwd(self)
+    }
+
+    /// One image's output channels `rb * MR..+MR`, pixels `col..col + NR`
+    /// (those inside the plane): the int32 sums back in f32, with bias
+    /// and activation, written straight to the output.
+    #[inline(always)]
+    fn output_tile(&self, pass: &OutputPass, rb: usize, col: usize) {
+        let depth4 = padded(self.in_channels * self.kernel * self.kernel, 4);
+        let mut acc = [0i32; MR * NR];
+        // SAFETY: `acc` holds MR rows of NR; the patches hold columns
+        // col..col + NR (their count is a multiple of NR).
+        unsafe {
+            micro_tile(
+                &self.weight[rb * MR * depth4..][..MR * depth4],
+                pass.patches,
+                depth4,
+                pass.columns,
+                col,
+                acc.as_mut_ptr(),
+                NR,
+            )
+        };
+        let count = pass.plane.saturating_sub(col).min(NR);
+        let rows = MR.min(self.out_channels.saturating_sub(rb * MR));
+        for (r, sums) in acc.chunks_exact(NR).enumerate().take(rows) {
+            let oc = rb * MR + r;
+            let scale = self.scales[oc] * pass.x_scale;
+            let offset = pass.zero as i32 * self.row_sums[oc];
+            let bias = self.bias[oc];
+            let mut values = [0f32; NR];
+            for (v, s) in values.iter_mut().zip(sums) {
+                *v = (s - offset) as f32 * scale + bias;
+            }
+            self.act.apply_slice(&mut values);
+            // SAFETY: pixels col..col + count of channel oc of this image:
+            // this task's alone.
+            let dst = unsafe { pass.out.part(oc * pass.plane + col, count) };
+            for (d, v) in dst.iter_mut().zip(values) {
+                d.write(v);
+            }
+        }
+    }
+}
+
+/// What one image's products and their write-back read, and where they write.
+struct OutputPass<'a> {
+    patches: &'a [u8],
+    columns: usize,
+    /// Output pixels per channel.
+    plane: usize,
+    x_scale: f32,
+    zero: u8,
+    /// This image's output, `[O, plane]`.
+    out: SharedMut,
+}
+
+avx2_dispatch!(fn output_tile(conv: &QuantizedConv, pass: &OutputPass, rb: usize, col: usize) -> () = QuantizedConv::output_tile);
+
+/// The nearest integer to `v` (within ±2^22), as its low byte. Adding
+/// 1.5 x 2^23 rounds (ties to even) and leaves the integer in the low
+/// mantissa bits: no libm `roundf` call, and no saturating float-to-int
+/// conversion, either of which kept the loops around it from vectorising.
+#[inline(always)]
+pub(super) fn nearest_byte(v: f32) -> u8 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC).to_bits() as u8
+}
+
+/// The smallest and largest of `values`, both taken with 0 (so that 0 is
+/// always inside the range), in eight independent lanes so the loop
+/// vectorises.
+#[inline(always)]
+fn range_with_zero(values: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for ((lo, hi), v) in lo.iter_mut().zip(hi.iter_mut()).zip(chunk) {
+            *lo = lo.min(*v);
+            *hi = hi.max(*v);
+        }
+    }
+    let lo = rest.iter().chain(&lo).fold(0f32, |m, v| m.min(*v));
+    let hi = rest.iter().chain(&hi).fold(0f32, |m, v| m.max(*v));
+    (lo, hi)
+}
+
+avx2_dispatch!(fn image_range(values: &[f32]) -> (f32, f32) = range_with_zero);
+
+/// `values` as uint8 steps of `x_scale` above `zero`, clamped to 0..=255.
+#[inline(always)]
+fn quantize_body(values: &[f32], x_scale: f32, zero: u8, out: &mut [u8]) {
+    let (inverse, zero) = (1.0 / x_scale, zero as f32);
+    for (q, v) in out.iter_mut().zip(values) {
+        *q = nearest_byte((v * inverse + zero).clamp(0.0, 255.0));
+    }
+}
+
+avx2_dispatch!(fn quantize(values: &[f32], x_scale: f32, zero: u8, out: &mut [u8]) -> () = quantize_body);
+
+impl CustomOp1 for QuantizedConv {
+    fn name(&self) -> &'static str {
+        "int8-conv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let (n, c, h, w) = layout.shape().dims4()?;
         if c != self.in_channels {
             candle_core::bail!(
                 "int8 conv: {c} input channels, expected {}",
@@ -117,40 +239,51 @@ impl QuantizedConv {
         let ow = out_size(w, 2 * p, k, s);
         let plane = oh * ow;
         let o = self.out_channels;
-        let data = x
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut out = vec![0f32; n * o * plane];
-        for img in 0..n {
-            let image = &data[img * c * h * w..(img + 1) * c * h * w];
-            // The range of this image's activations, zero always inside it.
-            let (lo, hi) = image
-                .par_iter()
-                .fold(|| (0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
-                .reduce(|| (0f32, 0f32), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-            let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-            let zero = (-lo / x_scale).round().clamp(0.0, 255.0) as u8;
-            let quantized: Vec<u8> = image
-                .par_iter()
-                .map(|v| (v / x_scale + zero as f32).round().clamp(0.0, 255.0) as u8)
-                .collect();
-            let patches = self.patches(&quantized, h, w, oh, ow, zero);
-            let acc = self.multiply(&patches, padded(plane, NR));
-            let dst = &mut out[img * o * plane..(img + 1) * o * plane];
-            dst.par_chunks_mut(plane).enumerate().for_each(|(oc, row)| {
-                let scale = self.scales[oc] * x_scale;
-                let offset = zero as i32 * self.row_sums[oc];
-                let src = &acc[oc * padded(plane, NR)..];
-                for (v, a) in row.iter_mut().zip(src) {
-                    *v = (a - offset) as f32 * scale + self.bias[oc];
+        let columns = padded(plane, NR);
+        let mut quantized = vec![0u8; c * h * w];
+        // SAFETY: every image's every output channel and pixel is written
+        // by one `output_tile`.
+        let out = unsafe {
+            super::filled(n * o * plane, |out| {
+                for (img, image) in x.chunks_exact(c * h * w).enumerate() {
+                    // The range of this image's activations, zero always inside it.
+                    let (lo, hi) = image
+                        .par_chunks(1 << 16)
+                        .map(image_range)
+                        .reduce(|| (0f32, 0f32), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+                    let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+                    let zero = nearest_byte((-lo / x_scale).clamp(0.0, 255.0));
+                    quantized
+                        .par_chunks_mut(1 << 16)
+                        .zip(image.par_chunks(1 << 16))
+                        .for_each(|(q, v)| quantize(v, x_scale, zero, q));
+                    let patches = self.patches(&quantized, h, w, oh, ow, zero);
+                    let pass = OutputPass {
+                        patches: &patches,
+                        columns,
+                        plane,
+                        x_scale,
+                        zero,
+                        out: SharedMut(out.at(img * o * plane)),
+                    };
+                    let chunks = columns.div_ceil(TASK_COLUMNS);
+                    (0..padded(o, MR) / MR * chunks)
+                        .into_par_iter()
+                        .for_each(|task| {
+                            let (rb, chunk) = (task / chunks, task % chunks);
+                            let end = ((chunk + 1) * TASK_COLUMNS).min(columns);
+                            for col in (chunk * TASK_COLUMNS..end).step_by(NR) {
+                                output_tile(self, &pass, rb, col);
+                            }
+                        });
                 }
-                self.act.apply_slice(row);
-            });
-        }
-        Tensor::from_vec(out, (n, o, oh, ow), x.device())
+            })
+        };
+        Ok((CpuStorage::F32(out), Shape::from((n, o, oh, ow))))
     }
+}
 
+impl QuantizedConv {
     /// Packs the uint8 patches as `[K/4][columns][4]`: the 4 consecutive
     /// taps `vpdpbusd` sums, for each output pixel. Padding (outside the
     /// image, or past the last tap or pixel) holds the zero point, which
@@ -232,56 +365,29 @@ impl QuantizedConv {
             });
         packed
     }
-
-    /// int32 `[O padded, columns]` = int8 weights x uint8 patches.
-    fn multiply(&self, patches: &[u8], columns: usize) -> Vec<i32> {
-        let depth4 = self.weight.len() / padded(self.out_channels, MR);
-        let rows = padded(self.out_channels, MR);
-        let mut acc = vec![0i32; rows * columns];
-        let tasks: Vec<(usize, usize)> = (0..rows / MR)
-            .flat_map(|rb| (0..columns.div_ceil(TASK_COLUMNS)).map(move |cb| (rb, cb)))
-            .collect();
-        let out = SharedMut(acc.as_mut_ptr());
-        tasks.par_iter().for_each(|&(rb, cb)| {
-            let c0 = cb * TASK_COLUMNS;
-            let c1 = (c0 + TASK_COLUMNS).min(columns);
-            for col in (c0..c1).step_by(NR) {
-                // SAFETY: each task writes rows rb*MR..+MR, columns c0..c1 only.
-                unsafe {
-                    micro_tile(
-                        &self.weight[rb * MR * depth4..(rb + 1) * MR * depth4],
-                        patches,
-                        depth4,
-                        columns,
-                        col,
-                        out.at(rb * MR * columns),
-                    )
-                };
-            }
-        });
-        acc
-    }
 }
 
-/// `MR` rows x `NR` columns of the product, starting at column `col`;
-/// `out` points at the first of the `MR` rows (row stride `columns`).
+/// `MR` rows x `NR` columns of the product `weights` (`MR` rows of
+/// `depth4`) x `patches` (`[depth4 / 4][columns][4]`), from column `col`;
+/// written to `out`, `MR` rows of `NR` i32s `out_stride` apart.
 ///
 /// # Safety
-/// `out` must be valid for `MR` rows of `columns` i32s, and only this call
-/// may write columns `col..col + NR` of them.
-unsafe fn micro_tile(
+/// `out` must be valid for those writes, and no other thread may touch
+/// them; `patches` must hold columns `col..col + NR`.
+pub(super) unsafe fn micro_tile(
     weights: &[i8],
     patches: &[u8],
     depth4: usize,
     columns: usize,
     col: usize,
     out: *mut i32,
+    out_stride: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     if use_vnni() {
-        return vnni::micro_tile(weights, patches, depth4, columns, col, out);
+        return vnni::micro_tile(weights, patches, depth4, columns, col, out, out_stride);
     }
-    micro_tile_scalar(weights, patches, depth4, columns, col, out)
+    micro_tile_scalar(weights, patches, depth4, columns, col, out, out_stride)
 }
 
 /// The portable version: the same sums in plain loops over fixed-size
@@ -293,6 +399,7 @@ unsafe fn micro_tile_scalar(
     columns: usize,
     col: usize,
     out: *mut i32,
+    out_stride: usize,
 ) {
     let mut acc = [[0i32; NR]; MR];
     for g in 0..depth4 / 4 {
@@ -307,7 +414,7 @@ unsafe fn micro_tile_scalar(
         }
     }
     for (r, row) in acc.iter().enumerate() {
-        std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * columns + col), NR);
+        std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * out_stride), NR);
     }
 }
 
@@ -345,6 +452,7 @@ mod vnni {
         columns: usize,
         col: usize,
         out: *mut i32,
+        out_stride: usize,
     ) {
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
         let b_base = patches.as_ptr();
@@ -361,7 +469,7 @@ mod vnni {
             }
         }
         for (r, lanes) in acc.iter().enumerate() {
-            let dst = out.add(r * columns + col);
+            let dst = out.add(r * out_stride);
             _mm512_storeu_si512(dst as *mut _, lanes[0]);
             _mm512_storeu_si512(dst.add(16) as *mut _, lanes[1]);
         }
@@ -423,8 +531,24 @@ mod tests {
         let mut fast = vec![0i32; MR * 64];
         let mut slow = vec![0i32; MR * 64];
         unsafe {
-            micro_tile(&q.weight, &patches, depth4, 64, 32, fast.as_mut_ptr());
-            micro_tile_scalar(&q.weight, &patches, depth4, 64, 32, slow.as_mut_ptr());
+            micro_tile(
+                &q.weight,
+                &patches,
+                depth4,
+                64,
+                32,
+                fast.as_mut_ptr().add(32),
+                64,
+            );
+            micro_tile_scalar(
+                &q.weight,
+                &patches,
+                depth4,
+                64,
+                32,
+                slow.as_mut_ptr().add(32),
+                64,
+            );
         }
         assert_eq!(fast, slow);
         Ok(())

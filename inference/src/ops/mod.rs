@@ -6,6 +6,7 @@ pub mod depthwise;
 pub mod int8;
 pub mod maxpool;
 pub mod winograd;
+pub mod winograd_int8;
 
 pub use bias_activation::bias_activation;
 pub use conv::conv2d;
@@ -56,7 +57,7 @@ fn fast_exp(x: f32) -> f32 {
 }
 
 /// Whether the CPU runs the ops' loops compiled for AVX2 and FMA.
-fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -64,6 +65,29 @@ fn has_avx2_fma() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
+
+/// `fn $name(args) -> R` that runs `$body(args)` compiled for AVX2 and
+/// FMA where the CPU has them. `$body` must be `#[inline(always)]` (so it
+/// is compiled into the twin), as must what it calls to gain too.
+macro_rules! avx2_dispatch {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $body:path) => {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::ops::has_avx2_fma() {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn twin($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has the features `twin` is compiled for.
+                return unsafe { twin($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use avx2_dispatch;
 
 /// Applies `act` to every value; a separate function so it can be compiled
 /// twice, for the baseline and for AVX2+FMA.
@@ -87,13 +111,10 @@ impl Activation {
             Activation::None => v,
             Activation::Relu6 => v.clamp(0.0, 6.0),
             Activation::Relu => v.max(0.0),
-            Activation::Leaky => {
-                if v > 0.0 {
-                    v
-                } else {
-                    0.1 * v
-                }
-            }
+            // A factor picked by the sign, so every value is stored: as
+            // "0.1 x when x <= 0", in-place loops became masked stores,
+            // which are slow on AMD.
+            Activation::Leaky => v * if v > 0.0 { 1.0 } else { 0.1 },
             Activation::Silu => v * sigmoid(v),
             Activation::Sigmoid => sigmoid(v),
             Activation::Mish => v * fast_exp(v).ln_1p().tanh(),
@@ -192,16 +213,16 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// A new buffer of `len` floats written by `fill`, which gets its start:
+/// A new buffer of `len` values written by `fill`, which gets its start:
 /// an op's output is written once in full, and zeroing it first cost as
 /// much as some layers' arithmetic.
 ///
 /// # Safety
-/// `fill` must write every one of the `len` floats.
-unsafe fn filled(len: usize, fill: impl FnOnce(SharedMut)) -> Vec<f32> {
-    let mut buffer = Vec::<f32>::with_capacity(len);
+/// `fill` must write every one of the `len` values.
+unsafe fn filled<T>(len: usize, fill: impl FnOnce(SharedMut<T>)) -> Vec<T> {
+    let mut buffer = Vec::<T>::with_capacity(len);
     fill(SharedMut(buffer.as_mut_ptr()));
-    // SAFETY: `fill` wrote all `len` floats (the caller's contract).
+    // SAFETY: `fill` wrote all `len` values (the caller's contract).
     unsafe { buffer.set_len(len) };
     buffer
 }

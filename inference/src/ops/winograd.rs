@@ -65,11 +65,16 @@ pub struct WinogradConv {
 /// through Winograd, its deeper ones 1.5-2.3x (`benches/benches/conv3x3.rs`).
 pub const MIN_CHANNELS: usize = 16;
 
-/// Whether a convolution with this shape runs faster through Winograd: 3x3
-/// kernels, stride 1, the input padded by one on every side, and enough
-/// input channels.
+/// Whether a convolution with this shape runs faster through Winograd:
+/// one it `fits`, with enough input channels.
 pub fn worth_it(in_channels: usize, kernel: usize, stride: usize, padding: usize) -> bool {
-    kernel == 3 && stride == 1 && padding == 1 && in_channels >= MIN_CHANNELS
+    fits(kernel, stride, padding) && in_channels >= MIN_CHANNELS
+}
+
+/// Whether Winograd's 3x3 algorithms compute this convolution: 3x3
+/// kernels, stride 1, the input padded by one on every side.
+pub fn fits(kernel: usize, stride: usize, padding: usize) -> bool {
+    kernel == 3 && stride == 1 && padding == 1
 }
 
 impl WinogradConv {
