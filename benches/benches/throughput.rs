@@ -1,7 +1,9 @@
 //! Detector throughput per model, device, precision and batch size, with
 //! each reduced precision's agreement with f32 on the shared photos, and
 //! OpenCV DNN running YOLOv3-tiny on the same photos in the same run as the
-//! anchor.
+//! anchor. On the CPU, each model's int8 is also timed against its f32 in
+//! turns, f32 and int8 alternating, for a ratio this machine's drift does
+//! not skew.
 //!
 //! `cargo bench -p vigil-benches --bench throughput` runs on the CPU in
 //! f32 and int8 at batch 1 and 4, models `ssdlite,yolov3-tiny,yolov8n,yolo11n`.
@@ -18,7 +20,7 @@ use std::time::Instant;
 
 use vigil_inference::convert::{save_safetensors, ssdlite_tfjs};
 use vigil_inference::tfjs::TfjsGraph;
-use vigil_inference::{select_device, Detection, ImageView, ModelFiles, Precision};
+use vigil_inference::{select_device, Detection, Detector, ImageView, ModelFiles, Precision};
 
 const WARMUP: usize = 3;
 const MIN_FRAMES: usize = 64;
@@ -203,6 +205,61 @@ fn main() {
     }
     if !yolov3_f32.is_empty() && !on_gpu {
         opencv_anchor(&yolov3_f32);
+    }
+    let int8_and_f32 = ["f32", "int8"]
+        .iter()
+        .all(|p| precisions.iter().any(|q| q == p));
+    if !on_gpu && int8_and_f32 {
+        println!("\n| in turns | batch | f32 ms/frame | int8 ms/frame | int8 speed-up |");
+        println!("| --- | --- | --- | --- | --- |");
+        for model in &models {
+            int8_against_f32(model, &views, &batches);
+        }
+    }
+}
+
+/// `model` in int8 against f32, run in turns (f32, int8, f32, ...) so that
+/// both meet the same moments of this machine's drifting speed; the
+/// speed-up is the median of each turn's ratio. Models without int8 are
+/// left out.
+fn int8_against_f32(model: &str, views: &[ImageView], batches: &[usize]) {
+    let device = select_device("cpu").expect("cpu");
+    let files = model_files(model);
+    let (Ok(f32), Ok(int8)) = (
+        files.load(&device, Precision::F32),
+        files.load(&device, Precision::Int8),
+    ) else {
+        return;
+    };
+    for &batch in batches {
+        let input: Vec<ImageView> = (0..batch).map(|i| views[i % views.len()]).collect();
+        let time = |detector: &dyn Detector| {
+            let started = Instant::now();
+            std::hint::black_box(detector.detect(&input).expect("detect"));
+            started.elapsed().as_secs_f64() * 1e3 / batch as f64
+        };
+        for _ in 0..WARMUP {
+            time(f32.as_ref());
+            time(int8.as_ref());
+        }
+        let turns = MIN_FRAMES.div_ceil(batch).max(9);
+        let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..turns {
+            let (x, y) = (time(f32.as_ref()), time(int8.as_ref()));
+            a.push(x);
+            b.push(y);
+            ratios.push(x / y);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "| {model} | {batch} | {:.2} | {:.2} | {:.2}x |",
+            median(&mut a),
+            median(&mut b),
+            median(&mut ratios)
+        );
     }
 }
 
