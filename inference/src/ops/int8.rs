@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{avx2_dispatch, contiguous_f32, inside_columns, out_size, Activation, SharedMut};
+use super::{avx2_dispatch, conv_input, inside_columns, out_size, Activation, SharedMut};
 
 /// Output channels per micro-tile (rows of the int32 result).
 pub(super) const MR: usize = 8;
@@ -223,14 +223,7 @@ impl CustomOp1 for QuantizedConv {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let (n, c, h, w) = layout.shape().dims4()?;
-        if c != self.in_channels {
-            candle_core::bail!(
-                "int8 conv: {c} input channels, expected {}",
-                self.in_channels
-            )
-        }
+        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, self.in_channels)?;
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         if h + 2 * p < k || w + 2 * p < k {
             candle_core::bail!("int8 conv: a {k}x{k} kernel does not fit a {h}x{w} input")
@@ -499,9 +492,8 @@ mod tests {
             let b = Tensor::randn(0f32, 0.1, 10, &dev)?;
             let q = QuantizedConv::new(&wt, &b, stride, padding, Activation::None)?;
             let ours = q.forward(&x)?;
-            let reference = x
-                .conv2d(&wt, padding, stride, 1, 1)?
-                .broadcast_add(&b.reshape((1, 10, 1, 1))?)?;
+            let reference =
+                crate::ops::reference_conv(&x, &wt, &b, stride, padding, Activation::None)?;
             assert_eq!(ours.dims(), reference.dims());
             let err = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
             let range = reference.abs()?.max_all()?.to_scalar::<f32>()?;

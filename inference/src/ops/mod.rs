@@ -227,6 +227,25 @@ unsafe fn filled<T>(len: usize, fill: impl FnOnce(SharedMut<T>)) -> Vec<T> {
     buffer
 }
 
+/// `(N, C, H, W)`.
+type Nchw = (usize, usize, usize, usize);
+
+/// The f32 contents and `(N, C, H, W)` of a convolution's input, or an
+/// error naming the op if it is not contiguous f32 with `channels` channels.
+fn conv_input<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    channels: usize,
+) -> candle_core::Result<(&'a [f32], Nchw)> {
+    let x = contiguous_f32(op, storage, layout)?;
+    let dims = layout.shape().dims4()?;
+    if dims.1 != channels {
+        candle_core::bail!("{op}: {} input channels, expected {channels}", dims.1)
+    }
+    Ok((x, dims))
+}
+
 /// The f32 contents of a contiguous CPU tensor argument, or an error naming the op.
 fn contiguous_f32<'a>(
     op: &str,
@@ -240,6 +259,22 @@ fn contiguous_f32<'a>(
         candle_core::bail!("{op}: inputs must be contiguous")
     };
     Ok(&data[start..end])
+}
+
+/// candle's own convolution, plus bias and activation: what the ops' tests
+/// compare with.
+#[cfg(test)]
+pub(crate) fn reference_conv(
+    x: &candle_core::Tensor,
+    weight: &candle_core::Tensor,
+    bias: &candle_core::Tensor,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+) -> candle_core::Result<candle_core::Tensor> {
+    let o = bias.dims1()?;
+    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    act.apply_tensor(y.broadcast_add(&bias.reshape((1, o, 1, 1))?)?)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{contiguous_f32, Activation, SharedMut};
+use super::{conv_input, Activation, SharedMut};
 
 /// Side of an input tile.
 const ALPHA: usize = 6;
@@ -80,21 +80,16 @@ pub fn fits(kernel: usize, stride: usize, padding: usize) -> bool {
 impl WinogradConv {
     /// Transforms `weight` `[O, C, 3, 3]` (f32) and keeps `bias` `[O]`.
     pub fn new(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Self> {
-        let (o, c, k, k2) = weight.dims4()?;
-        if k != 3 || k2 != 3 || bias.dims1()? != o {
-            candle_core::bail!("winograd conv: needs [O, C, 3, 3] kernels and O biases")
-        }
-        let weight = weight
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut kernels = vec![0f32; POINTS * o * c];
-        for (pair, g) in weight.chunks_exact(9).enumerate() {
-            let u = transform_kernel(g.try_into().expect("chunks of 9"));
-            for (p, v) in u.iter().enumerate() {
-                kernels[p * o * c + pair] = *v;
-            }
-        }
+        // G of F(4, 3) with interpolation points 0, ±1, ±2 and infinity.
+        const G: [[f64; 3]; ALPHA] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let (kernels, o, c) = transformed_kernels("winograd conv", weight, bias, &G)?;
         Ok(Self {
             kernels,
             bias: bias.to_dtype(candle_core::DType::F32)?.to_vec1()?,
@@ -113,30 +108,40 @@ impl WinogradConv {
     }
 }
 
-/// `G g Gᵀ` for one 3x3 kernel, in f64 so the only rounding is the final one.
-fn transform_kernel(g: &[f32; 9]) -> [f32; POINTS] {
-    // G of F(4, 3) with interpolation points 0, ±1, ±2 and infinity.
-    const G: [[f64; 3]; ALPHA] = [
-        [1.0 / 4.0, 0.0, 0.0],
-        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-        [0.0, 0.0, 1.0],
-    ];
-    let mut gg = [[0f64; 3]; ALPHA]; // G g
-    for (i, row) in gg.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = (0..3).map(|k| G[i][k] * g[k * 3 + j] as f64).sum();
+/// `G g Gᵀ` of every 3x3 kernel of `weight` `[O, C, 3, 3]`, point-major
+/// (`[A²][O][C]`, so each point's matrix is contiguous), with O and C;
+/// `G` picks the algorithm (`A` = its rows). In f64, so the only rounding
+/// is the final one. Checks that `bias` has O values.
+pub(super) fn transformed_kernels<const A: usize>(
+    op: &str,
+    weight: &Tensor,
+    bias: &Tensor,
+    g_matrix: &[[f64; 3]; A],
+) -> candle_core::Result<(Vec<f32>, usize, usize)> {
+    let (o, c, k, k2) = weight.dims4()?;
+    if k != 3 || k2 != 3 || bias.dims1()? != o {
+        candle_core::bail!("{op}: needs [O, C, 3, 3] kernels and O biases")
+    }
+    let weight = weight
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut kernels = vec![0f32; A * A * o * c];
+    for (pair, g) in weight.chunks_exact(9).enumerate() {
+        let mut gg = [[0f64; 3]; A]; // G g
+        for (i, row) in gg.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (0..3).map(|k| g_matrix[i][k] * g[k * 3 + j] as f64).sum();
+            }
+        }
+        for i in 0..A {
+            for j in 0..A {
+                let u: f64 = (0..3).map(|k| gg[i][k] * g_matrix[j][k]).sum();
+                kernels[(i * A + j) * o * c + pair] = u as f32;
+            }
         }
     }
-    let mut u = [0f32; POINTS];
-    for i in 0..ALPHA {
-        for j in 0..ALPHA {
-            u[i * ALPHA + j] = (0..3).map(|k| gg[i][k] * G[j][k]).sum::<f64>() as f32;
-        }
-    }
-    u
+    Ok((kernels, o, c))
 }
 
 /// `Bᵀ d` for six rows of lanes.
@@ -514,14 +519,7 @@ impl CustomOp1 for WinogradConv {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let (n, c, h, w) = layout.shape().dims4()?;
-        if c != self.in_channels {
-            candle_core::bail!(
-                "winograd conv: {c} input channels, expected {}",
-                self.in_channels
-            )
-        }
+        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, self.in_channels)?;
         let o = self.out_channels;
         let tiling = Tiling::new(c, h, w);
         let tiles = n * tiling.per_image();
@@ -590,10 +588,7 @@ mod tests {
             let wt = Tensor::randn(0f32, 1., (o, c, 3, 3), &dev)?;
             let b = Tensor::randn(0f32, 1., o, &dev)?;
             let ours = WinogradConv::new(&wt, &b, act)?.forward(&x)?;
-            let theirs = act.apply_tensor(
-                x.conv2d(&wt, 1, 1, 1, 1)?
-                    .broadcast_add(&b.reshape((1, o, 1, 1))?)?,
-            )?;
+            let theirs = crate::ops::reference_conv(&x, &wt, &b, 1, 1, act)?;
             assert_eq!(ours.dims(), theirs.dims());
             // Sums of 9c products of unit normals: scale sqrt(9c). F(4, 3)'s
             // transforms multiply by up to 8 and 1/24, so its worst rounding

@@ -23,7 +23,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::int8::{micro_tile, nearest_byte, padded, MR, NR};
-use super::{avx2_dispatch, contiguous_f32, Activation, SharedMut};
+use super::winograd::transformed_kernels;
+use super::{avx2_dispatch, conv_input, Activation, SharedMut};
 
 /// Side of an input tile.
 const ALPHA: usize = 4;
@@ -55,21 +56,15 @@ pub struct QuantizedWinogradConv {
 impl QuantizedWinogradConv {
     /// Transforms and quantizes `weight` `[O, C, 3, 3]`; keeps `bias` `[O]`.
     pub fn new(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Self> {
-        let (o, c, k, k2) = weight.dims4()?;
-        if k != 3 || k2 != 3 || bias.dims1()? != o {
-            candle_core::bail!("int8 winograd conv: needs [O, C, 3, 3] kernels and O biases")
-        }
-        let weight = weight
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut transformed = vec![0f32; POINTS * o * c]; // [POINTS][O][C]
-        for (pair, g) in weight.chunks_exact(9).enumerate() {
-            let u = transform_kernel(g.try_into().expect("chunks of 9"));
-            for (p, v) in u.iter().enumerate() {
-                transformed[p * o * c + pair] = *v;
-            }
-        }
+        // G of F(2, 3) with interpolation points 0, ±1 and infinity.
+        const G: [[f64; 3]; ALPHA] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        // [POINTS][O][C]
+        let (transformed, o, c) = transformed_kernels("int8 winograd conv", weight, bias, &G)?;
         let (rows, depth4) = (padded(o, MR), padded(c, 4));
         let mut kernels = vec![0i8; POINTS * rows * depth4];
         let mut kernel_steps = vec![1f32; POINTS * rows];
@@ -107,30 +102,6 @@ impl QuantizedWinogradConv {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(self)
     }
-}
-
-/// `G g Gᵀ` for one 3x3 kernel, in f64 so the only rounding is the final one.
-fn transform_kernel(g: &[f32; 9]) -> [f32; POINTS] {
-    // G of F(2, 3) with interpolation points 0, ±1 and infinity.
-    const G: [[f64; 3]; ALPHA] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    let mut gg = [[0f64; 3]; ALPHA]; // G g
-    for (i, row) in gg.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = (0..3).map(|k| G[i][k] * g[k * 3 + j] as f64).sum();
-        }
-    }
-    let mut u = [0f32; POINTS];
-    for i in 0..ALPHA {
-        for j in 0..ALPHA {
-            u[i * ALPHA + j] = (0..3).map(|k| gg[i][k] * G[j][k]).sum::<f64>() as f32;
-        }
-    }
-    u
 }
 
 /// Where the tiles of one call lie.
@@ -626,14 +597,7 @@ impl CustomOp1 for QuantizedWinogradConv {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let (n, c, h, w) = layout.shape().dims4()?;
-        if c != self.in_channels {
-            candle_core::bail!(
-                "int8 winograd conv: {c} input channels, expected {}",
-                self.in_channels
-            )
-        }
+        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, self.in_channels)?;
         let o = self.out_channels;
         let tiling = Tiling::new(c, h, w);
         let tiles = n * tiling.per_image();
@@ -707,10 +671,7 @@ mod tests {
             let wt = Tensor::randn(0f32, 0.2, (o, c, 3, 3), &dev)?;
             let b = Tensor::randn(0f32, 0.1, o, &dev)?;
             let ours = QuantizedWinogradConv::new(&wt, &b, act)?.forward(&x)?;
-            let theirs = act.apply_tensor(
-                x.conv2d(&wt, 1, 1, 1, 1)?
-                    .broadcast_add(&b.reshape((1, o, 1, 1))?)?,
-            )?;
+            let theirs = crate::ops::reference_conv(&x, &wt, &b, 1, 1, act)?;
             assert_eq!(ours.dims(), theirs.dims());
             for image in 0..n {
                 let (ours, theirs) = (ours.get(image)?, theirs.get(image)?);
