@@ -21,6 +21,8 @@ pub(super) const MR: usize = 8;
 pub(super) const NR: usize = 32;
 /// Columns per parallel task.
 const TASK_COLUMNS: usize = 256;
+/// Input values per parallel task when finding the range and quantizing.
+const QUANTIZE_CHUNK: usize = 1 << 16;
 
 /// Below this many taps per output (`C x K x K`), int8 is not worth its
 /// loss of resolution. On YOLOv3-tiny's 3x3 layers
@@ -64,6 +66,44 @@ pub(super) fn padded(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// Quantizes one output channel's weights into `out` (symmetric int8, the
+/// largest magnitude at 127); returns the f32 value of one step and the sum
+/// of the int8 weights (for the inputs' zero point).
+pub(super) fn quantize_row(row: &[f32], out: &mut [i8]) -> (f32, i32) {
+    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let step = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let mut sum = 0i32;
+    for (q, v) in out.iter_mut().zip(row) {
+        *q = (v / step).round().clamp(-127.0, 127.0) as i8;
+        sum += *q as i32;
+    }
+    (step, sum)
+}
+
+/// Calls `tile(scratch, rb, col)` for every micro-tile of an
+/// `out_channels` x `columns` product (`columns` a multiple of `NR`), in
+/// parallel tasks of one row block and up to `task_columns` columns, so
+/// that a task's weights stay in cache across its columns. `scratch` comes
+/// from `init`, one per task thread.
+pub(super) fn for_each_micro_tile<S>(
+    out_channels: usize,
+    columns: usize,
+    task_columns: usize,
+    init: impl Fn() -> S + Sync + Send,
+    tile: impl Fn(&mut S, usize, usize) + Sync + Send,
+) {
+    let chunks = columns.div_ceil(task_columns);
+    (0..padded(out_channels, MR) / MR * chunks)
+        .into_par_iter()
+        .for_each_init(init, |scratch, task| {
+            let (rb, chunk) = (task / chunks, task % chunks);
+            let end = ((chunk + 1) * task_columns).min(columns);
+            for col in (chunk * task_columns..end).step_by(NR) {
+                tile(scratch, rb, col);
+            }
+        });
+}
+
 impl QuantizedConv {
     /// Quantizes `weight` `[O, C, K, K]` (f32) per output channel.
     pub fn new(
@@ -84,14 +124,7 @@ impl QuantizedConv {
         let mut scales = vec![0f32; o];
         let mut row_sums = vec![0i32; padded(o, MR)];
         for (oc, row) in rows.iter().enumerate() {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            scales[oc] = scale;
-            for (kk, v) in row.iter().enumerate() {
-                let qv = (v / scale).round().clamp(-127.0, 127.0) as i8;
-                q[oc * depth4 + kk] = qv;
-                row_sums[oc] += qv as i32;
-            }
+            (scales[oc], row_sums[oc]) = quantize_row(row, &mut q[oc * depth4..][..depth]);
         }
         Ok(Self {
             weight: q,
@@ -185,7 +218,7 @@ pub(super) fn nearest_byte(v: f32) -> u8 {
 /// always inside the range), in eight independent lanes so the loop
 /// vectorises.
 #[inline(always)]
-fn range_with_zero(values: &[f32]) -> (f32, f32) {
+pub(super) fn range_with_zero(values: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([0f32; 8], [0f32; 8]);
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder();
@@ -241,14 +274,14 @@ impl CustomOp1 for QuantizedConv {
                 for (img, image) in x.chunks_exact(c * h * w).enumerate() {
                     // The range of this image's activations, zero always inside it.
                     let (lo, hi) = image
-                        .par_chunks(1 << 16)
+                        .par_chunks(QUANTIZE_CHUNK)
                         .map(image_range)
                         .reduce(|| (0f32, 0f32), |a, b| (a.0.min(b.0), a.1.max(b.1)));
                     let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
                     let zero = nearest_byte((-lo / x_scale).clamp(0.0, 255.0));
                     quantized
-                        .par_chunks_mut(1 << 16)
-                        .zip(image.par_chunks(1 << 16))
+                        .par_chunks_mut(QUANTIZE_CHUNK)
+                        .zip(image.par_chunks(QUANTIZE_CHUNK))
                         .for_each(|(q, v)| quantize(v, x_scale, zero, q));
                     let patches = self.patches(&quantized, h, w, oh, ow, zero);
                     let pass = OutputPass {
@@ -259,16 +292,13 @@ impl CustomOp1 for QuantizedConv {
                         zero,
                         out: SharedMut(out.at(img * o * plane)),
                     };
-                    let chunks = columns.div_ceil(TASK_COLUMNS);
-                    (0..padded(o, MR) / MR * chunks)
-                        .into_par_iter()
-                        .for_each(|task| {
-                            let (rb, chunk) = (task / chunks, task % chunks);
-                            let end = ((chunk + 1) * TASK_COLUMNS).min(columns);
-                            for col in (chunk * TASK_COLUMNS..end).step_by(NR) {
-                                output_tile(self, &pass, rb, col);
-                            }
-                        });
+                    for_each_micro_tile(
+                        o,
+                        columns,
+                        TASK_COLUMNS,
+                        || (),
+                        |_, rb, col| output_tile(self, &pass, rb, col),
+                    );
                 }
             })
         };

@@ -22,7 +22,9 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::int8::{micro_tile, nearest_byte, padded, MR, NR};
+use super::int8::{
+    for_each_micro_tile, micro_tile, nearest_byte, padded, quantize_row, range_with_zero, MR, NR,
+};
 use super::winograd::transformed_kernels;
 use super::{avx2_dispatch, conv_input, Activation, SharedMut};
 
@@ -72,14 +74,8 @@ impl QuantizedWinogradConv {
         for p in 0..POINTS {
             for oc in 0..o {
                 let row = &transformed[(p * o + oc) * c..][..c];
-                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let step = if max > 0.0 { max / 127.0 } else { 1.0 };
                 let dst = &mut kernels[(p * rows + oc) * depth4..][..c];
-                let mut sum = 0i32;
-                for (q, v) in dst.iter_mut().zip(row) {
-                    *q = (v / step).round().clamp(-127.0, 127.0) as i8;
-                    sum += *q as i32;
-                }
+                let (step, sum) = quantize_row(row, dst);
                 kernel_steps[p * rows + oc] = step;
                 zero_sums[p * rows + oc] = ZERO as i32 * sum;
             }
@@ -277,18 +273,11 @@ fn largest_per_point_body(transform: &mut PlaneTransform, plane: &[f32]) -> [f32
 
 avx2_dispatch!(fn largest_per_point(transform: &mut PlaneTransform, plane: &[f32]) -> [f32; POINTS] = largest_per_point_body);
 
-/// The largest `|v|`, in eight independent lanes so the loop vectorises.
+/// The largest `|v|` (0 for none).
 #[inline(always)]
 fn largest_magnitude(values: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l = l.max(v.abs());
-        }
-    }
-    rest.iter().chain(&lanes).fold(0f32, |m, v| m.max(v.abs()))
+    let (lo, hi) = range_with_zero(values);
+    hi.max(-lo)
 }
 
 /// `v` (within ±127) rounded to the nearest integer, plus `ZERO`, as a byte.
@@ -610,8 +599,6 @@ impl CustomOp1 for QuantizedWinogradConv {
                 *s = steps[tile / tiling.per_image()][p];
             }
         }
-        let row_blocks = padded(o, MR) / MR;
-        let chunks = columns.div_ceil(TASK_COLUMNS);
         // SAFETY: every output pixel lies in one tile, and every tile's
         // block is written for every output channel.
         let out = unsafe {
@@ -626,15 +613,12 @@ impl CustomOp1 for QuantizedWinogradConv {
                     column_steps,
                     out,
                 };
-                (0..row_blocks * chunks).into_par_iter().for_each_init(
+                for_each_micro_tile(
+                    o,
+                    columns,
+                    TASK_COLUMNS,
                     || vec![0i32; POINTS * MR * NR],
-                    |acc, task| {
-                        let (rb, chunk) = (task / chunks, task % chunks);
-                        let end = ((chunk + 1) * TASK_COLUMNS).min(columns);
-                        for col in (chunk * TASK_COLUMNS..end).step_by(NR) {
-                            output_tile(self, &pass, rb, col, acc);
-                        }
-                    },
+                    |acc, rb, col| output_tile(self, &pass, rb, col, acc),
                 );
             })
         };
