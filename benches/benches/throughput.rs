@@ -142,7 +142,6 @@ fn main() {
     println!("| model | precision | batch | ms per batch (median) | ms per frame | frames/s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut notes = Vec::new();
-    let mut yolov3_f32: Vec<(usize, f64)> = Vec::new();
     for model in &models {
         let files = model_files(model);
         let mut reference: Option<Vec<Vec<Detection>>> = None;
@@ -172,30 +171,14 @@ fn main() {
                 }
             }
             for &batch in &batches {
-                let input: Vec<ImageView> = (0..batch).map(|i| views[i % views.len()]).collect();
-                for _ in 0..WARMUP {
-                    detector.detect(&input).expect("detect");
-                }
-                let runs = MIN_FRAMES.div_ceil(batch).max(5);
                 // The median run: shared machines stall now and then, and a
                 // mean would charge the stalls to whichever row met them.
-                let mut times: Vec<f64> = (0..runs)
-                    .map(|_| {
-                        let started = Instant::now();
-                        std::hint::black_box(detector.detect(&input).expect("detect"));
-                        started.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect();
-                times.sort_by(f64::total_cmp);
-                let per_batch = times[times.len() / 2];
-                let per_frame = per_batch / batch as f64;
+                let per_frame = median_ms_per_frame(detector.as_ref(), &views, batch);
+                let per_batch = per_frame * batch as f64;
                 println!(
                     "| {model} | {name} | {batch} | {per_batch:.2} | {per_frame:.2} | {:.1} |",
                     1e3 / per_frame
                 );
-                if model == "yolov3-tiny" && name == "f32" {
-                    yolov3_f32.push((batch, per_frame));
-                }
             }
         }
     }
@@ -203,8 +186,10 @@ fn main() {
     for n in notes {
         println!("{n}");
     }
-    if !yolov3_f32.is_empty() && !on_gpu {
-        opencv_anchor(&yolov3_f32);
+    let yolov3_f32 =
+        models.iter().any(|m| m == "yolov3-tiny") && precisions.iter().any(|p| p == "f32");
+    if yolov3_f32 && !on_gpu {
+        opencv_anchor(&views, &batches);
     }
     let int8_and_f32 = ["f32", "int8"]
         .iter()
@@ -263,51 +248,102 @@ fn int8_against_f32(model: &str, views: &[ImageView], batches: &[usize]) {
     }
 }
 
-/// Runs OpenCV DNN on YOLOv3-tiny at the same batch sizes and prints how
-/// many times faster candle is.
-fn opencv_anchor(ours: &[(usize, f64)]) {
+/// Rounds of the OpenCV anchor against our f32.
+const ANCHOR_ROUNDS: usize = 3;
+
+/// Times OpenCV DNN on YOLOv3-tiny against our f32 at the same batch
+/// sizes, in rounds (ours, then OpenCV's, then ours, ...) so that both
+/// meet the same moments of this machine's drifting speed, and prints each
+/// round and the median of the rounds' ratios.
+fn opencv_anchor(views: &[ImageView], batches: &[usize]) {
     let python = std::env::var("VIGIL_OPENCV_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench/opencv_dnn.py");
-    let batches: Vec<String> = ours.iter().map(|(b, _)| b.to_string()).collect();
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(vigil_benches::assets())
-        .arg(batches.join(","))
-        .output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            println!(
-                "\nOpenCV anchor skipped: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            return;
-        }
-        Err(e) => {
-            println!("\nOpenCV anchor skipped: {python}: {e}");
-            return;
-        }
-    };
-    println!("\n| YOLOv3-tiny f32 | batch | OpenCV ms/frame | candle ms/frame | candle speed-up |");
-    println!("| --- | --- | --- | --- | --- |");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
+    let device = select_device("cpu").expect("cpu");
+    let ours = model_files("yolov3-tiny")
+        .load(&device, Precision::F32)
+        .expect("YOLOv3-tiny f32");
+    let batch_list: Vec<String> = batches.iter().map(|b| b.to_string()).collect();
+    // [batch] -> (OpenCV, ours) per round.
+    let mut rounds: Vec<Vec<(f64, f64)>> = vec![Vec::new(); batches.len()];
+    let mut label = String::from("OpenCV");
+    for _ in 0..ANCHOR_ROUNDS {
+        let mine: Vec<f64> = batches
+            .iter()
+            .map(|&batch| median_ms_per_frame(ours.as_ref(), views, batch))
+            .collect();
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(vigil_benches::assets())
+            .arg(batch_list.join(","))
+            .output();
+        let out = match out {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => {
+                let stderr = String::from_utf8_lossy(&o.stderr);
+                println!(
+                    "\nOpenCV anchor skipped: {}",
+                    stderr.lines().last().unwrap_or("")
+                );
+                return;
+            }
+            Err(e) => {
+                println!("\nOpenCV anchor skipped: {python}: {e}");
+                return;
+            }
         };
-        let batch = v["batch"].as_u64().unwrap_or(0) as usize;
-        let theirs = v["ms_per_frame"].as_f64().unwrap_or(f64::NAN);
-        if let Some((_, mine)) = ours.iter().find(|(b, _)| *b == batch) {
-            println!(
-                "| {} ({} threads) | {batch} | {theirs:.2} | {mine:.2} | {:.2}x |",
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let batch = v["batch"].as_u64().unwrap_or(0) as usize;
+            let theirs = v["ms_per_frame"].as_f64().unwrap_or(f64::NAN);
+            label = format!(
+                "{} ({} threads)",
                 v["runtime"].as_str().unwrap_or("OpenCV"),
-                v["threads"],
-                theirs / mine
+                v["threads"]
             );
+            if let Some(i) = batches.iter().position(|&b| b == batch) {
+                rounds[i].push((theirs, mine[i]));
+            }
         }
     }
+    println!("\n| YOLOv3-tiny f32 against {label} | batch | OpenCV ms/frame, each round | candle ms/frame, each round | candle speed-up, median of rounds |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (batch, pairs) in batches.iter().zip(&rounds) {
+        let list = |f: fn(&(f64, f64)) -> f64| {
+            pairs
+                .iter()
+                .map(|p| format!("{:.2}", f(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut ratios: Vec<f64> = pairs.iter().map(|(t, m)| t / m).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "| | {batch} | {} | {} | {median:.2}x |",
+            list(|p| p.0),
+            list(|p| p.1)
+        );
+    }
+}
+
+/// `detector`'s median ms per frame at `batch`, after a warm-up, over
+/// enough runs for `MIN_FRAMES` frames.
+fn median_ms_per_frame(detector: &dyn Detector, views: &[ImageView], batch: usize) -> f64 {
+    let input: Vec<ImageView> = (0..batch).map(|i| views[i % views.len()]).collect();
+    for _ in 0..WARMUP {
+        detector.detect(&input).expect("detect");
+    }
+    let mut times: Vec<f64> = (0..MIN_FRAMES.div_ceil(batch).max(5))
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(detector.detect(&input).expect("detect"));
+            started.elapsed().as_secs_f64() * 1e3 / batch as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 fn serde_plain(name: &str) -> Precision {

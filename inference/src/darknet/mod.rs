@@ -227,9 +227,20 @@ impl DarknetNet {
         let mut outputs: Vec<Option<Tensor>> = Vec::with_capacity(self.ops.len());
         let mut heads = Vec::new();
         let mut x = input.clone();
+        // Whether the last convolution already max-pooled its output for
+        // the layer that comes next.
+        let mut pooled = false;
         for (index, op) in self.ops.iter().enumerate() {
             x = match op {
-                Op::Conv(conv) => conv.forward(&x)?,
+                Op::Conv(conv) => {
+                    let fused = self.pools_next(index).then(|| conv.forward_max_pooled(&x));
+                    pooled = matches!(fused, Some(Some(_)));
+                    match fused.flatten() {
+                        Some(y) => y?,
+                        None => conv.forward(&x)?,
+                    }
+                }
+                Op::Maxpool { .. } if std::mem::take(&mut pooled) => x,
                 Op::Maxpool { size, stride } => maxpool(&x, *size, *stride)?,
                 Op::Route {
                     layers,
@@ -275,6 +286,18 @@ impl DarknetNet {
             }
         }
         Tensor::cat(&heads, 1)
+    }
+}
+
+impl DarknetNet {
+    /// Whether layer `index` (a convolution) may hand its output to the
+    /// next layer already max-pooled: that layer is a 2x2 stride-2 max pool
+    /// and no other layer reads the convolution's own output.
+    fn pools_next(&self, index: usize) -> bool {
+        matches!(
+            self.ops.get(index + 1),
+            Some(Op::Maxpool { size: 2, stride: 2 })
+        ) && self.last_use[index] <= index + 1
     }
 }
 

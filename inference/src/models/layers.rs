@@ -8,7 +8,7 @@ use crate::ops::int8::{worth_quantizing, QuantizedConv};
 use crate::ops::winograd::{self, WinogradConv};
 use crate::ops::winograd_int8::QuantizedWinogradConv;
 pub use crate::ops::Activation;
-use crate::ops::{bias_activation, conv2d, depthwise_conv2d, Padding};
+use crate::ops::{bias_activation, conv2d, conv2d_max_pooled, depthwise_conv2d, Padding};
 use crate::InferenceError;
 
 /// A 1x1 convolution run as one matrix product over all pixels.
@@ -176,6 +176,30 @@ impl FusedConv {
             padding,
             act,
         })
+    }
+
+    /// The convolution followed by a 2x2 max pool with stride 2, where this
+    /// layer can pool as it writes (f32 on the CPU, stride 1, same-size
+    /// output with even sides); `None`
+    /// where the pool must run on its own.
+    pub fn forward_max_pooled(&self, x: &Tensor) -> Option<candle_core::Result<Tensor>> {
+        let (_, _, h, w) = x.dims4().ok()?;
+        let even = h.is_multiple_of(2) && w.is_multiple_of(2);
+        match self {
+            Self::Winograd(conv) if even => Some(conv.forward_max_pooled(x)),
+            Self::Float {
+                weight,
+                bias,
+                stride: 1,
+                padding,
+                act,
+            } if even && x.device().is_cpu() && x.dtype() == DType::F32 => {
+                let (k, p) = (weight.dim(3).ok()?, *padding);
+                // Same-size output (k = 2p + 1): its sides are x's, even.
+                (k == 2 * p + 1).then(|| conv2d_max_pooled(x, weight, bias, 1, p, *act))
+            }
+            _ => None,
+        }
     }
 
     pub fn out_channels(&self) -> usize {

@@ -24,6 +24,10 @@ struct DenseConv {
     stride: usize,
     padding: usize,
     act: Activation,
+    /// Whether a 2x2 stride-2 max pool follows (the output's sides are
+    /// even): each tile is then multiplied into scratch and pooled from
+    /// there, and the full-size map is never written.
+    pool: bool,
 }
 
 /// Geometry of one call.
@@ -85,6 +89,25 @@ thread_local! {
     /// Each thread's patch matrix, kept between tiles and calls: a fresh
     /// zeroed megabyte per tile cost more than the stem's arithmetic.
     static PATCHES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's unpooled tile, `[O, rows * OW]`, when a pool follows.
+    static UNPOOLED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Max-pools `tile` (`rows` x `width`, both even) 2x2 with stride 2 into
+/// `out` (`rows / 2` rows of `width / 2`, `out_width` apart).
+fn max_pool_rows(tile: &[f32], rows: usize, width: usize, out: SharedMut, out_width: usize) {
+    for (i, pair) in tile[..rows * width].chunks_exact(2 * width).enumerate() {
+        let (top, bottom) = pair.split_at(width);
+        // SAFETY: pooled row i of the caller's part of the output.
+        let dst = unsafe { out.part(i * out_width, width / 2) };
+        for ((d, t), b) in dst
+            .iter_mut()
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+        {
+            d.write(t[0].max(t[1]).max(b[0].max(b[1])));
+        }
+    }
 }
 
 impl CustomOp3 for DenseConv {
@@ -129,9 +152,20 @@ impl CustomOp3 for DenseConv {
         };
         let depth = c * k * k;
         let plane = g.oh * g.ow;
+        if self.pool && (!g.oh.is_multiple_of(2) || !g.ow.is_multiple_of(2)) {
+            candle_core::bail!("dense-conv2d: a fused 2x2 pool needs even sides")
+        }
         let rows_per_tile = (TILE_FLOATS / (depth * g.ow))
             .max(MIN_TILE_COLUMNS.div_ceil(g.ow))
             .clamp(1, g.oh);
+        // Pooled tiles hold whole pairs of rows.
+        let rows_per_tile = if self.pool {
+            rows_per_tile.next_multiple_of(2).min(g.oh)
+        } else {
+            rows_per_tile
+        };
+        let shrink = if self.pool { 2 } else { 1 };
+        let out_plane = plane / (shrink * shrink);
         let tiles_per_image = g.oh.div_ceil(rows_per_tile);
         let tiles: Vec<(usize, usize)> = (0..n)
             .flat_map(|img| (0..tiles_per_image).map(move |t| (img, t * rows_per_tile)))
@@ -156,20 +190,32 @@ impl CustomOp3 for DenseConv {
                 g.patches(image, row0, rows, &mut scratch[..depth * cols]);
                 (scratch.as_ptr(), cols as isize)
             };
+            let mut unpooled = Vec::new();
+            if self.pool {
+                unpooled = UNPOOLED.take();
+                if unpooled.len() < o * cols {
+                    unpooled.resize(o * cols, 0.0);
+                }
+            }
             // SAFETY: the tile's rows of image `img` lie inside `out`
-            // (offset + (o - 1) * plane + cols <= len) and no other tile
-            // writes them; lhs and rhs are live slices of the given shapes.
-            // The GEMM writes every one of them without reading (tiles
-            // cover all rows, so all of `out` is written).
+            // (offset + (o - 1) * plane + cols <= len), or, pooled, inside
+            // `unpooled`, and no other tile writes them; lhs and rhs are live
+            // slices of the given shapes. The GEMM writes every one of them
+            // without reading (tiles cover all rows, so all of `out` is
+            // written, pooled or not).
             unsafe {
-                let dst = out_ptr.at(img * o * plane + row0 * g.ow);
+                let (dst, dst_rs) = if self.pool {
+                    (unpooled.as_mut_ptr(), cols)
+                } else {
+                    (out_ptr.at(img * o * plane + row0 * g.ow), plane)
+                };
                 gemm::gemm(
                     o,
                     cols,
                     depth,
                     dst,
                     1,
-                    plane as isize,
+                    dst_rs as isize,
                     false,
                     weight.as_ptr(),
                     1,
@@ -189,17 +235,24 @@ impl CustomOp3 for DenseConv {
                     },
                 );
                 for (oc, b) in bias.iter().enumerate() {
-                    let row = std::slice::from_raw_parts_mut(dst.add(oc * plane), cols);
+                    let row = std::slice::from_raw_parts_mut(dst.add(oc * dst_rs), cols);
                     row.iter_mut().for_each(|v| *v += b);
                     self.act.apply_slice(row);
+                    if self.pool {
+                        let first = (img * o + oc) * out_plane + row0 / 2 * (g.ow / 2);
+                        max_pool_rows(row, rows, g.ow, SharedMut(out_ptr.at(first)), g.ow / 2);
+                    }
                 }
             }
             PATCHES.set(scratch);
+            if self.pool {
+                UNPOOLED.set(unpooled);
+            }
         };
         // SAFETY: the tiles cover every output row of every image, and each
         // tile's GEMM writes its rows for every output channel.
         let out = unsafe {
-            super::filled(n * o * plane, |out| {
+            super::filled(n * o * out_plane, |out| {
                 if tile_parallel {
                     tiles.par_iter().for_each(|tile| run_tile(out, tile));
                 } else {
@@ -207,8 +260,20 @@ impl CustomOp3 for DenseConv {
                 }
             })
         };
-        Ok((CpuStorage::F32(out), Shape::from((n, o, g.oh, g.ow))))
+        let (oh, ow) = (g.oh / shrink, g.ow / shrink);
+        Ok((CpuStorage::F32(out), Shape::from((n, o, oh, ow))))
     }
+}
+
+impl DenseConv {
+    fn apply(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        x.contiguous()?
+            .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, self)
+    }
+}
+
+fn on_cpu_in_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
 /// `act(conv2d(x, weight) + bias)` with symmetric zero `padding`, for
@@ -221,18 +286,42 @@ pub fn conv2d(
     padding: usize,
     act: Activation,
 ) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        let op = DenseConv {
+    if on_cpu_in_f32(x) {
+        let pool = false;
+        return DenseConv {
             stride,
             padding,
             act,
-        };
-        return x
-            .contiguous()?
-            .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op);
+            pool,
+        }
+        .apply(x, weight, bias);
     }
     let y = x.conv2d(weight, padding, stride, 1, 1)?;
     bias_activation(&y, bias, act)
+}
+
+/// `conv2d` followed by a 2x2 max pool with stride 2, pooled tile by tile
+/// as the products are written, for f32 on the CPU. The convolution's
+/// output sides must be even.
+pub fn conv2d_max_pooled(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+) -> candle_core::Result<Tensor> {
+    if !on_cpu_in_f32(x) {
+        candle_core::bail!("dense-conv2d: a fused pool runs on f32 CPU tensors only")
+    }
+    let pool = true;
+    DenseConv {
+        stride,
+        padding,
+        act,
+        pool,
+    }
+    .apply(x, weight, bias)
 }
 
 #[cfg(test)]
@@ -270,6 +359,34 @@ mod tests {
                 "n{n} c{c} k{k} s{stride} p{padding} {h}x{w}: {diff}"
             );
         }
+        Ok(())
+    }
+
+    /// Pooled tile by tile, the same as the convolution then candle's 2x2
+    /// max pool: in one tile and in several (an odd row count per tile
+    /// rounds up to pairs), stride 1 and 2; odd sides are refused.
+    #[test]
+    fn fused_max_pool_matches_conv_then_pool() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (n, c, o, stride, h, w) in [
+            (2, 3, 4, 1, 10, 8),
+            (1, 3, 16, 1, 416, 416),
+            (1, 8, 5, 2, 120, 92),
+        ] {
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1., (o, c, 3, 3), &dev)?;
+            let b = Tensor::randn(0f32, 1., o, &dev)?;
+            let act = Activation::Leaky;
+            let ours = conv2d_max_pooled(&x, &wt, &b, stride, 1, act)?;
+            let theirs = conv2d(&x, &wt, &b, stride, 1, act)?.max_pool2d(2)?;
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "n{n} c{c} s{stride} {h}x{w}");
+        }
+        let odd = Tensor::zeros((1, 3, 7, 8), candle_core::DType::F32, &dev)?;
+        let wt = Tensor::zeros((2, 3, 3, 3), candle_core::DType::F32, &dev)?;
+        let b = Tensor::zeros(2, candle_core::DType::F32, &dev)?;
+        assert!(conv2d_max_pooled(&odd, &wt, &b, 1, 1, Activation::None).is_err());
         Ok(())
     }
 }

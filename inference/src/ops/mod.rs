@@ -9,7 +9,7 @@ pub mod winograd;
 pub mod winograd_int8;
 
 pub use bias_activation::bias_activation;
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_max_pooled};
 pub use depthwise::{depthwise_conv2d, Padding};
 pub use maxpool::{max_pool, MaxPool};
 

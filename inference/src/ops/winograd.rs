@@ -104,8 +104,41 @@ impl WinogradConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.contiguous()?.apply_op1_no_bwd(self)
+        let op = WinogradOp {
+            conv: self,
+            pool: false,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
     }
+
+    /// The convolution followed by a 2x2 max pool with stride 2, pooled
+    /// as each block is written: a quarter of the output to write, and no
+    /// pass over the full-size map. `x`'s sides must be even.
+    pub fn forward_max_pooled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        if !h.is_multiple_of(2) || !w.is_multiple_of(2) {
+            candle_core::bail!("winograd conv: a fused 2x2 pool needs even sides, not {h}x{w}")
+        }
+        let op = WinogradOp {
+            conv: self,
+            pool: true,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
+    }
+}
+
+/// One call's op: the convolution, and whether a 2x2 max pool follows.
+struct WinogradOp<'a> {
+    conv: &'a WinogradConv,
+    pool: bool,
+}
+
+/// Where a call's output goes.
+#[derive(Clone, Copy)]
+struct Output {
+    /// `[N, O, H, W]`, or `[N, O, H / 2, W / 2]` with `pool`.
+    data: SharedMut,
+    pool: bool,
 }
 
 /// `G g Gᵀ` of every 3x3 kernel of `weight` `[O, C, 3, 3]`, point-major
@@ -282,8 +315,23 @@ fn transform_inputs(x: &[f32], tiling: &Tiling, batch: Batch, channel: usize, v:
     for (group, places) in batch.places.chunks(LANES).enumerate() {
         let group = group * LANES;
         let mut patch = [[0f32; LANES]; POINTS];
-        for (lane, place) in places.iter().enumerate() {
-            tiling.gather(x, channel, *place, lane, &mut patch);
+        if let Some(first) = side_by_side_inside(places, tiling) {
+            // Eight tiles side by side, away from the edges: each patch
+            // row of all eight lies in one stretch of the input row.
+            let plane = &x[(first.image * c + channel) * tiling.h * tiling.w..];
+            for i in 0..ALPHA {
+                let start = (first.y + i - 1) * tiling.w + first.x - 1;
+                let row: &[f32; STRETCH] = plane[start..][..STRETCH].try_into().expect("STRETCH");
+                for j in 0..ALPHA {
+                    for (lane, v) in patch[i * ALPHA + j].iter_mut().enumerate() {
+                        *v = row[lane * BLOCK + j];
+                    }
+                }
+            }
+        } else {
+            for (lane, place) in places.iter().enumerate() {
+                tiling.gather(x, channel, *place, lane, &mut patch);
+            }
         }
         // Columns first (Bᵀ d), then rows ((Bᵀ d) B).
         let mut columns = [[[0f32; LANES]; ALPHA]; ALPHA]; // [column][row]
@@ -314,25 +362,18 @@ struct OutputPass<'a> {
     products: &'a [f32],
     out_channels: usize,
     act: Activation,
-    /// The layer's output, `[N, O, H, W]`.
-    out: SharedMut,
+    out: Output,
 }
 
 /// Turns `M[p][oc][..]` of the batch into output blocks of channel `oc`,
-/// with the bias and activation.
+/// with the bias and activation, and max-pooled if the pass says so.
 #[inline(always)]
 fn transform_outputs(pass: OutputPass, tiling: &Tiling, batch: Batch, oc: usize, bias: f32) {
-    let OutputPass {
-        products: m,
-        out_channels,
-        act,
-        out,
-    } = pass;
-    let (h, w) = (tiling.h, tiling.w);
+    let m = pass.products;
     for (group, places) in batch.places.chunks(LANES).enumerate() {
         let group = group * LANES;
         let point = |p: usize| -> Lanes {
-            let at = (p * out_channels + oc) * batch.stride + group;
+            let at = (p * pass.out_channels + oc) * batch.stride + group;
             m[at..at + LANES].try_into().expect("LANES floats")
         };
         let mut columns = [[[0f32; LANES]; BLOCK]; ALPHA]; // [column][row]
@@ -346,24 +387,110 @@ fn transform_outputs(pass: OutputPass, tiling: &Tiling, batch: Batch, oc: usize,
             *row = output_rows(&m);
             for lanes in row.iter_mut() {
                 for v in lanes.iter_mut() {
-                    *v = act.apply_one(*v + bias);
+                    *v = pass.act.apply_one(*v + bias);
                 }
             }
         }
-        for (lane, &TilePlace { image, y, x }) in places.iter().enumerate() {
-            let plane = (image * out_channels + oc) * h * w;
-            let (rows, columns) = ((h - y).min(BLOCK), (w - x).min(BLOCK));
-            for (i, row) in block.iter().enumerate().take(rows) {
-                // SAFETY: row y + i, columns x..x + columns of channel oc's
-                // plane of this image, which only this output channel's
-                // task writes.
-                let dst = unsafe { out.part(plane + (y + i) * w + x, columns) };
-                for (d, lanes) in dst.iter_mut().zip(row) {
-                    d.write(lanes[lane]);
+        if pass.out.pool {
+            let pooled: [[Lanes; HALF]; HALF] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    let (top, bottom) = (&block[2 * i], &block[2 * i + 1]);
+                    std::array::from_fn(|l| {
+                        let top = top[2 * j][l].max(top[2 * j + 1][l]);
+                        top.max(bottom[2 * j][l].max(bottom[2 * j + 1][l]))
+                    })
+                })
+            });
+            write_blocks(&pooled, places, pass, tiling, oc);
+        } else {
+            write_blocks(&block, places, pass, tiling, oc);
+        }
+    }
+}
+
+/// Half a block's side: a pooled block's.
+const HALF: usize = BLOCK / 2;
+
+/// Writes the `S`x`S` blocks (`BLOCK` or, pooled, `HALF`) of the tiles at
+/// `places` to channel `oc` of the output.
+#[inline(always)]
+fn write_blocks<const S: usize>(
+    block: &[[Lanes; S]; S],
+    places: &[TilePlace],
+    pass: OutputPass,
+    tiling: &Tiling,
+    oc: usize,
+) {
+    let shrink = BLOCK / S;
+    let (h, w) = (tiling.h / shrink, tiling.w / shrink);
+    let plane = |image: usize| (image * pass.out_channels + oc) * h * w;
+    if let Some(first) = side_by_side(places, tiling.h, tiling.w) {
+        // Eight whole blocks in a row: each output row is S x 8
+        // contiguous values, the lanes' columns interleaved.
+        let (y, x) = (first.y / shrink, first.x / shrink);
+        for (i, row) in block.iter().enumerate() {
+            let mut run = [0f32; BLOCK * LANES];
+            for (j, lanes) in row.iter().enumerate() {
+                for (lane, v) in lanes.iter().enumerate() {
+                    run[lane * S + j] = *v;
                 }
+            }
+            // SAFETY: as below, for the eight tiles' row y + i.
+            let at = plane(first.image) + (y + i) * w + x;
+            let dst = unsafe { pass.out.data.part(at, S * LANES) };
+            for (d, v) in dst.iter_mut().zip(run) {
+                d.write(v);
+            }
+        }
+        return;
+    }
+    for (lane, place) in places.iter().enumerate() {
+        let (y, x) = (place.y / shrink, place.x / shrink);
+        let (rows, columns) = ((h - y).min(S), (w - x).min(S));
+        for (i, row) in block.iter().enumerate().take(rows) {
+            // SAFETY: row y + i, columns x..x + columns of channel oc's
+            // plane of this image, which only this output channel's
+            // task writes.
+            let dst = unsafe {
+                pass.out
+                    .data
+                    .part(plane(place.image) + (y + i) * w + x, columns)
+            };
+            for (d, lanes) in dst.iter_mut().zip(row) {
+                d.write(lanes[lane]);
             }
         }
     }
+}
+
+/// The first of `places` when they are `LANES` whole blocks side by side
+/// in one row of one image.
+#[inline(always)]
+fn side_by_side(places: &[TilePlace], h: usize, w: usize) -> Option<TilePlace> {
+    let (first, last) = (*places.first()?, *places.last()?);
+    let whole = places.len() == LANES
+        && last.image == first.image
+        && last.y == first.y
+        && last.x == first.x + (LANES - 1) * BLOCK
+        && first.y + BLOCK <= h
+        && last.x + BLOCK <= w;
+    whole.then_some(first)
+}
+
+/// Input values under `LANES` tiles side by side: their patches overlap
+/// by `ALPHA - BLOCK` columns.
+const STRETCH: usize = (LANES - 1) * BLOCK + ALPHA;
+
+/// The first of `places` when they are `LANES` tiles side by side in one
+/// row of one image whose patches lie wholly inside it (no padding).
+#[inline(always)]
+fn side_by_side_inside(places: &[TilePlace], tiling: &Tiling) -> Option<TilePlace> {
+    let first = side_by_side(places, tiling.h, tiling.w)?;
+    let inside = first.y >= 1
+        && first.x >= 1
+        && first.y - 1 + ALPHA <= tiling.h
+        && first.x - 1 + STRETCH <= tiling.w;
+    inside.then_some(first)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -411,7 +538,7 @@ impl WinogradConv {
         tiling: &Tiling,
         batch: Batch,
         scratch: &mut [f32],
-        out: SharedMut,
+        out: Output,
         avx2: bool,
         parallel: bool,
     ) {
@@ -480,7 +607,7 @@ impl WinogradConv {
         tiling: &Tiling,
         batches: impl Iterator<Item = &'a [TilePlace]>,
         per_batch: usize,
-        out: SharedMut,
+        out: Output,
         avx2: bool,
         parallel: bool,
     ) {
@@ -509,9 +636,13 @@ fn each(count: usize, parallel: bool, f: impl Fn(usize) + Send + Sync) {
     }
 }
 
-impl CustomOp1 for WinogradConv {
+impl CustomOp1 for WinogradOp<'_> {
     fn name(&self) -> &'static str {
-        "winograd-conv3x3"
+        if self.pool {
+            "winograd-conv3x3-maxpool2"
+        } else {
+            "winograd-conv3x3"
+        }
     }
 
     fn cpu_fwd(
@@ -519,8 +650,11 @@ impl CustomOp1 for WinogradConv {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, self.in_channels)?;
-        let o = self.out_channels;
+        let conv = self.conv;
+        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, conv.in_channels)?;
+        let o = conv.out_channels;
+        let shrink = if self.pool { 2 } else { 1 };
+        let (out_h, out_w) = (h / shrink, w / shrink);
         let tiling = Tiling::new(c, h, w);
         let tiles = n * tiling.per_image();
         let places = tiling.places(n);
@@ -530,14 +664,19 @@ impl CustomOp1 for WinogradConv {
         // size: no hand-over between the steps. Otherwise (deep layers on
         // small maps) the threads share each step of each batch.
         let batch_parallel = threads > 1 && tiles >= 2 * threads * MIN_BATCH_TILES;
-        let per_batch = self.batch_tiles(tiles, batch_parallel.then_some(threads));
-        // SAFETY: every output pixel lies in one tile, and every tile's
+        let per_batch = conv.batch_tiles(tiles, batch_parallel.then_some(threads));
+        // SAFETY: every output pixel lies in one tile (pooled: the even
+        // sides keep each 2x2 window inside one block), and every tile's
         // block is written for every output channel.
         let out = unsafe {
-            super::filled(n * o * h * w, |out| {
+            super::filled(n * o * out_h * out_w, |data| {
+                let out = Output {
+                    data,
+                    pool: self.pool,
+                };
                 if batch_parallel {
                     places.par_chunks(per_batch).for_each(|places| {
-                        self.run_batches(
+                        conv.run_batches(
                             x,
                             &tiling,
                             std::iter::once(places),
@@ -548,7 +687,7 @@ impl CustomOp1 for WinogradConv {
                         )
                     });
                 } else {
-                    self.run_batches(
+                    conv.run_batches(
                         x,
                         &tiling,
                         places.chunks(per_batch),
@@ -560,7 +699,7 @@ impl CustomOp1 for WinogradConv {
                 }
             })
         };
-        Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
+        Ok((CpuStorage::F32(out), Shape::from((n, o, out_h, out_w))))
     }
 }
 
@@ -601,6 +740,36 @@ mod tests {
                 "n{n} c{c} o{o} {h}x{w}: {diff} (scale {scale})"
             );
         }
+        Ok(())
+    }
+
+    /// Pooled while written, the same as the convolution then candle's
+    /// 2x2 max pool: blocks cut by the bottom and right edges (sides 2 mod
+    /// 4), eight tiles side by side and not, a non-monotonic activation.
+    #[test]
+    fn fused_max_pool_matches_conv_then_pool() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (n, c, o, h, w, act) in [
+            (1, 3, 2, 2, 2, Activation::Leaky),
+            (2, 8, 5, 14, 10, Activation::Silu),
+            (1, 16, 9, 40, 42, Activation::Leaky),
+            (1, 32, 16, 104, 104, Activation::Relu),
+        ] {
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1., (o, c, 3, 3), &dev)?;
+            let b = Tensor::randn(0f32, 1., o, &dev)?;
+            let conv = WinogradConv::new(&wt, &b, act)?;
+            let ours = conv.forward_max_pooled(&x)?;
+            let theirs = conv.forward(&x)?.max_pool2d(2)?;
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "n{n} c{c} o{o} {h}x{w}");
+        }
+        let odd = Tensor::zeros((1, 3, 5, 4), candle_core::DType::F32, &dev)?;
+        let wt = Tensor::zeros((2, 3, 3, 3), candle_core::DType::F32, &dev)?;
+        let b = Tensor::zeros(2, candle_core::DType::F32, &dev)?;
+        let conv = WinogradConv::new(&wt, &b, Activation::None)?;
+        assert!(conv.forward_max_pooled(&odd).is_err());
         Ok(())
     }
 
