@@ -233,9 +233,13 @@ impl DarknetNet {
         for (index, op) in self.ops.iter().enumerate() {
             x = match op {
                 Op::Conv(conv) => {
-                    let fused = self.pools_next(index).then(|| conv.forward_max_pooled(&x));
-                    pooled = matches!(fused, Some(Some(_)));
-                    match fused.flatten() {
+                    let fused = if self.pools_next(index) {
+                        conv.forward_max_pooled(&x)
+                    } else {
+                        None
+                    };
+                    pooled = fused.is_some();
+                    match fused {
                         Some(y) => y?,
                         None => conv.forward(&x)?,
                     }
