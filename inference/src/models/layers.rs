@@ -179,14 +179,15 @@ impl FusedConv {
     }
 
     /// The convolution followed by a 2x2 max pool with stride 2, where this
-    /// layer can pool as it writes (f32 on the CPU, stride 1, same-size
-    /// output with even sides); `None`
-    /// where the pool must run on its own.
+    /// layer can pool as it writes (Winograd, f32 or int8, or the f32 CPU
+    /// convolution with stride 1; same-size output with even sides);
+    /// `None` where the pool must run on its own.
     pub fn forward_max_pooled(&self, x: &Tensor) -> Option<candle_core::Result<Tensor>> {
         let (_, _, h, w) = x.dims4().ok()?;
         let even = h.is_multiple_of(2) && w.is_multiple_of(2);
         match self {
             Self::Winograd(conv) if even => Some(conv.forward_max_pooled(x)),
+            Self::Int8Winograd(conv) if even => Some(conv.forward_max_pooled(x)),
             Self::Float {
                 weight,
                 bias,

@@ -26,11 +26,12 @@ const QUANTIZE_CHUNK: usize = 1 << 16;
 
 /// Below this many taps per output (`C x K x K`), int8 is not worth its
 /// loss of resolution. On YOLOv3-tiny's 3x3 layers
-/// (`benches/benches/conv3x3.rs`), int8 ran level with f32's Winograd or
-/// slower at 144 and 288 taps, 1.1x faster at 576 and 1.4-2.6x from 1152
-/// up. Quantizing the 576-tap layer too moved a detection's score on
-/// `dog.jpg` by 0.06 (0.002 without it) for a gain of about 0.1 ms.
-pub const MIN_INT8_DEPTH: usize = 1152;
+/// (`benches/benches/conv3x3.rs`), int8 Winograd ran 1.3x f32's Winograd
+/// at 288 taps (32 channels), 1.5-2.2x at 576 and more from 1152 up, but
+/// slower at 144, where quantizing also cost the model a detection on the
+/// shared photos. From 288 up, the model's int8 still finds all of f32's
+/// detections, its scores within 0.05.
+pub const MIN_INT8_DEPTH: usize = 288;
 
 /// Fewest input channels of a 1x1 layer run in int8. In int8, YOLOv3-tiny's
 /// 1x1 layers (256 to 1024 channels; those feeding a head stay f32) made
@@ -223,9 +224,11 @@ pub(super) fn range_with_zero(values: &[f32]) -> (f32, f32) {
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder();
     for chunk in chunks {
+        // Comparisons, not `f32::min`/`max`, whose NaN handling kept
+        // this from becoming vector min/max instructions.
         for ((lo, hi), v) in lo.iter_mut().zip(hi.iter_mut()).zip(chunk) {
-            *lo = lo.min(*v);
-            *hi = hi.max(*v);
+            *lo = if *v < *lo { *v } else { *lo };
+            *hi = if *v > *hi { *v } else { *hi };
         }
     }
     let lo = rest.iter().chain(&lo).fold(0f32, |m, v| m.min(*v));

@@ -86,6 +86,26 @@ macro_rules! avx2_dispatch {
             $body($($arg),*)
         }
     };
+    // An unsafe `$body`: the caller of `$name` keeps its contract.
+    ($vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $body:path) => {
+        /// # Safety
+        /// That of the function it dispatches to.
+        #[allow(clippy::too_many_arguments)]
+        $vis unsafe fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::ops::has_avx2_fma() {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn twin($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has the features `twin` is compiled
+                // for; the rest is the caller's contract.
+                return twin($($arg),*);
+            }
+            $body($($arg),*)
+        }
+    };
 }
 pub(crate) use avx2_dispatch;
 

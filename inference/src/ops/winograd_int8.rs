@@ -96,8 +96,33 @@ impl QuantizedWinogradConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.contiguous()?.apply_op1_no_bwd(self)
+        let op = QuantizedWinogradOp {
+            conv: self,
+            pool: false,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
     }
+
+    /// The convolution followed by a 2x2 max pool with stride 2: each
+    /// tile's 2x2 block is one pooled value, written as the block is made.
+    /// `x`'s sides must be even.
+    pub fn forward_max_pooled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        if !h.is_multiple_of(2) || !w.is_multiple_of(2) {
+            candle_core::bail!("int8 winograd conv: a fused 2x2 pool needs even sides, not {h}x{w}")
+        }
+        let op = QuantizedWinogradOp {
+            conv: self,
+            pool: true,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
+    }
+}
+
+/// One call's op: the convolution, and whether a 2x2 max pool follows.
+struct QuantizedWinogradOp<'a> {
+    conv: &'a QuantizedWinogradConv,
+    pool: bool,
 }
 
 /// Where the tiles of one call lie.
@@ -151,127 +176,154 @@ impl Tiling {
     }
 }
 
-/// Transforms one channel's plane at a time: `Bᵀ d B` of every tile, as
-/// 16 planes (one per point) of `tiles_y` rows of `span` values, the last
-/// of each row not a tile.
-///
-/// Tile `(ty, tx)` reads padded rows `2ty..2ty+4` and columns
-/// `2tx..2tx+4`. With the padded plane split into quarters by row and
-/// column parity, each term of the transform is one quarter, or one
-/// shifted by a row or a column, so every step is a flat loop over the
-/// whole plane, which vectorises.
-struct PlaneTransform {
-    tiling: Tiling,
-    /// Tiles per row plus one: the row length of every buffer.
-    span: usize,
-    /// `[row parity][column parity][tiles_y + 1][span]` (+1 value), the
-    /// padded plane; zero outside the image.
-    quarters: Vec<f32>,
-    /// `[ALPHA][column parity][tiles_y][span]` (+1 value): `Bᵀ d`.
-    columns: Vec<f32>,
-    /// `[POINTS][tiles_y][span]`: `(Bᵀ d) B`.
-    points: Vec<f32>,
+/// Channels that share one packed word: the 4 `vpdpbusd` sums together.
+const LANES: usize = 4;
+
+/// One value of each of a group's 4 channels.
+type Quad = [f32; LANES];
+
+#[inline(always)]
+fn quad_sub(a: Quad, b: Quad) -> Quad {
+    std::array::from_fn(|l| a[l] - b[l])
 }
 
-impl PlaneTransform {
+#[inline(always)]
+fn quad_add(a: Quad, b: Quad) -> Quad {
+    std::array::from_fn(|l| a[l] + b[l])
+}
+
+/// `Bᵀ d B` of the tiles of 4 channels at once, one tile row at a time,
+/// the channels interleaved in every value: quantized, a tile row is
+/// already in the packed inputs' word order, and every step is a flat
+/// loop over whole rows, which vectorises.
+///
+/// Tile `(ty, tx)` reads padded rows `2ty..2ty+4` and columns `2tx..2tx+4`.
+struct GroupTransform {
+    tiling: Tiling,
+    /// Padded columns per row: `2 tiles_x + 2`.
+    width: usize,
+    /// The group's padded planes, `[2 tiles_y + 2][width]`; zero outside
+    /// the image (only the inside is ever written).
+    padded: Vec<Quad>,
+    /// Read for the channels past the last.
+    zero_row: Vec<f32>,
+    /// `Bᵀ d` of one tile row, `[ALPHA][width]`.
+    columns: Vec<Quad>,
+    /// `[POINTS][tiles_x]`: the tile row's transformed values.
+    points: Vec<Quad>,
+}
+
+impl GroupTransform {
     fn new(tiling: Tiling) -> Self {
-        let span = tiling.tiles_x + 1;
-        let quarter = (tiling.tiles_y + 1) * span + 1;
-        let length = tiling.tiles_y * span;
+        let width = 2 * tiling.tiles_x + 2;
         Self {
             tiling,
-            span,
-            quarters: vec![0.0; 4 * quarter],
-            columns: vec![0.0; 2 * ALPHA * (length + 1)],
-            points: vec![0.0; POINTS * length],
+            width,
+            padded: vec![[0.0; LANES]; (2 * tiling.tiles_y + 2) * width],
+            zero_row: vec![0.0; tiling.w],
+            columns: vec![[0.0; LANES]; ALPHA * width],
+            points: vec![[0.0; LANES]; POINTS * tiling.tiles_x],
         }
     }
 
-    fn length(&self) -> usize {
-        self.tiling.tiles_y * self.span
-    }
-
-    /// The transformed values of point `p`, row by row (`span` apart, the
-    /// first `tiles_x` of each row being tiles).
-    fn point(&self, p: usize) -> &[f32] {
-        &self.points[p * self.length()..][..self.length()]
-    }
-
+    /// Copies channels `4 group..4 group + 4` of `image` in, interleaved.
     #[inline(always)]
-    fn run(&mut self, plane: &[f32]) {
-        let Tiling { h, w, tiles_y, .. } = self.tiling;
-        let span = self.span;
-        let quarter = (tiles_y + 1) * span + 1;
-        // Input (iy, ix) is padded (iy + 1, ix + 1). Every value the rows
-        // below leave alone is padding and stays 0 from `new`.
-        for (iy, row) in plane.chunks_exact(w).enumerate() {
-            let padded_y = iy + 1;
-            let (parity, ry) = (padded_y % 2, padded_y / 2);
-            let base = parity * 2 * quarter + ry * span;
-            // Even input columns land in odd padded columns, at ix / 2.
-            let odd = &mut self.quarters[base + quarter..][..span];
-            for (d, v) in odd.iter_mut().zip(row.iter().step_by(2)) {
-                *d = *v;
-            }
-            // Odd input columns land in even padded columns, at (ix + 1) / 2.
-            let even = &mut self.quarters[base + 1..][..span - 1];
-            for (d, v) in even.iter_mut().zip(row.iter().skip(1).step_by(2)) {
-                *d = *v;
-            }
-        }
-        debug_assert!(h <= 2 * tiles_y);
-        let length = self.length();
-        for parity in 0..2 {
-            let at = |rp: usize, down: usize| (rp * 2 + parity) * quarter + down * span;
-            let q = &self.quarters;
-            let (d0, d1) = (&q[at(0, 0)..][..length], &q[at(1, 0)..][..length]);
-            let (d2, d3) = (&q[at(0, 1)..][..length], &q[at(1, 1)..][..length]);
-            let out = &mut self.columns[parity * ALPHA * (length + 1)..][..ALPHA * (length + 1)];
-            let (r0, rest) = out.split_at_mut(length + 1);
-            let (r1, rest) = rest.split_at_mut(length + 1);
-            let (r2, r3) = rest.split_at_mut(length + 1);
-            for k in 0..length {
-                r0[k] = d0[k] - d2[k];
-                r1[k] = d1[k] + d2[k];
-                r2[k] = d2[k] - d1[k];
-                r3[k] = d1[k] - d3[k];
+    fn load(&mut self, x: &[f32], image: usize, group: usize) {
+        let Self {
+            tiling,
+            width,
+            padded,
+            zero_row,
+            ..
+        } = self;
+        let (w, zero_row): (usize, &[f32]) = (tiling.w, zero_row);
+        for iy in 0..tiling.h {
+            let rows: [&[f32]; LANES] = std::array::from_fn(|lane| {
+                let channel = group * LANES + lane;
+                if channel < tiling.channels {
+                    &tiling.plane(x, image, channel)[iy * w..][..w]
+                } else {
+                    zero_row
+                }
+            });
+            // Input (iy, ix) is padded (iy + 1, ix + 1).
+            let dst = &mut padded[(iy + 1) * *width + 1..][..w];
+            let lanes = rows[0].iter().zip(rows[1]).zip(rows[2]).zip(rows[3]);
+            for (d, (((a, b), c), e)) in dst.iter_mut().zip(lanes) {
+                *d = [*a, *b, *c, *e];
             }
         }
-        for (i, points) in self.points.chunks_exact_mut(ALPHA * length).enumerate() {
-            let row =
-                |parity: usize| &self.columns[(parity * ALPHA + i) * (length + 1)..][..length + 1];
-            let (e, o) = (row(0), row(1));
-            let (e0, e1, o0, o1) = (&e[..length], &e[1..], &o[..length], &o[1..]);
-            let (v0, rest) = points.split_at_mut(length);
-            let (v1, rest) = rest.split_at_mut(length);
-            let (v2, v3) = rest.split_at_mut(length);
-            for t in 0..length {
-                v0[t] = e0[t] - e1[t];
-                v1[t] = o0[t] + e1[t];
-                v2[t] = e1[t] - o0[t];
-                v3[t] = o0[t] - o1[t];
+    }
+
+    /// Transforms tile row `ty` of the loaded group into `points`.
+    #[inline(always)]
+    fn tile_row(&mut self, ty: usize) {
+        let (width, n) = (self.width, self.tiling.tiles_x);
+        let rows = &self.padded[2 * ty * width..][..ALPHA * width];
+        let d = |r: usize| rows[r * width..][..width].as_flattened();
+        let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+        let (r0, rest) = self.columns.split_at_mut(width);
+        let (r1, rest) = rest.split_at_mut(width);
+        let (r2, r3) = rest.split_at_mut(width);
+        let outs = r0.as_flattened_mut().iter_mut().zip(r1.as_flattened_mut());
+        let outs = outs.zip(r2.as_flattened_mut()).zip(r3.as_flattened_mut());
+        let ins = d0.iter().zip(d1).zip(d2).zip(d3);
+        for ((((r0, r1), r2), r3), (((a, b), c), e)) in outs.zip(ins) {
+            *r0 = a - c;
+            *r1 = b + c;
+            *r2 = c - b;
+            *r3 = b - e;
+        }
+        // Tile t reads column pairs t and t + 1 (even and odd columns).
+        for (i, points) in self.points.chunks_exact_mut(ALPHA * n).enumerate() {
+            let r = &self.columns[i * width..][..width];
+            let (v0, rest) = points.split_at_mut(n);
+            let (v1, rest) = rest.split_at_mut(n);
+            let (v2, v3) = rest.split_at_mut(n);
+            let outs = v0.iter_mut().zip(v1.iter_mut()).zip(v2.iter_mut()).zip(v3);
+            let pairs = r.chunks_exact(2).zip(r[2..].chunks_exact(2));
+            for ((((v0, v1), v2), v3), (here, next)) in outs.zip(pairs) {
+                let (e0, o0, e1, o1) = (here[0], here[1], next[0], next[1]);
+                *v0 = quad_sub(e0, e1);
+                *v1 = quad_add(o0, e1);
+                *v2 = quad_sub(e1, o0);
+                *v3 = quad_sub(o0, o1);
             }
         }
-        // The last value of each row is no tile: 0, so that whole planes
-        // can be scanned for their range.
-        for row_end in self.points.iter_mut().skip(span - 1).step_by(span) {
-            *row_end = 0.0;
-        }
+    }
+
+    /// Point `p` of the transformed tile row: `tiles_x` words of 4 channels.
+    fn point(&self, p: usize) -> &[f32] {
+        let n = self.tiling.tiles_x;
+        self.points[p * n..][..n].as_flattened()
     }
 }
 
-/// The largest `|V|` of each point over one channel's plane.
+/// The largest `|V|` of each point over one group of one image.
 #[inline(always)]
-fn largest_per_point_body(transform: &mut PlaneTransform, plane: &[f32]) -> [f32; POINTS] {
-    transform.run(plane);
+fn group_largest_body(
+    transform: &mut GroupTransform,
+    x: &[f32],
+    image: usize,
+    group: usize,
+) -> [f32; POINTS] {
+    transform.load(x, image, group);
     let mut largest = [0f32; POINTS];
-    for (p, m) in largest.iter_mut().enumerate() {
-        *m = largest_magnitude(transform.point(p));
+    for ty in 0..transform.tiling.tiles_y {
+        transform.tile_row(ty);
+        for (p, m) in largest.iter_mut().enumerate() {
+            *m = m.max(largest_magnitude(transform.point(p)));
+        }
     }
     largest
 }
 
-avx2_dispatch!(fn largest_per_point(transform: &mut PlaneTransform, plane: &[f32]) -> [f32; POINTS] = largest_per_point_body);
+avx2_dispatch!(fn group_largest(
+    transform: &mut GroupTransform,
+    x: &[f32],
+    image: usize,
+    group: usize,
+) -> [f32; POINTS] = group_largest_body);
 
 /// The largest `|v|` (0 for none).
 #[inline(always)]
@@ -290,18 +342,16 @@ impl QuantizedWinogradConv {
     /// Per image and point, the f32 value of one step of the transformed
     /// inputs: the largest `|V|` over 127.
     fn input_steps(&self, x: &[f32], tiling: &Tiling, images: usize) -> Vec<[f32; POINTS]> {
-        let c = self.in_channels;
-        let largest: Vec<[f32; POINTS]> = (0..images * c)
+        let groups = padded(self.in_channels, LANES) / LANES;
+        let largest: Vec<[f32; POINTS]> = (0..images * groups)
             .into_par_iter()
             .map_init(
-                || PlaneTransform::new(*tiling),
-                |transform, plane| {
-                    largest_per_point(transform, tiling.plane(x, plane / c, plane % c))
-                },
+                || GroupTransform::new(*tiling),
+                |transform, job| group_largest(transform, x, job / groups, job % groups),
             )
             .collect();
         largest
-            .chunks(c)
+            .chunks(groups)
             .map(|image| {
                 let mut steps = [0f32; POINTS];
                 for (p, step) in steps.iter_mut().enumerate() {
@@ -323,35 +373,24 @@ impl QuantizedWinogradConv {
         steps: &[[f32; POINTS]],
         columns: usize,
     ) -> Vec<u8> {
-        let c = self.in_channels;
-        let groups = padded(c, 4) / 4;
-        let point_len = groups * columns * 4;
-        // SAFETY: each group's task writes the group's words of every tile
-        // and point (`pack_group`) and of the padding columns after them.
+        let groups = padded(self.in_channels, LANES) / LANES;
+        let target = PackTarget {
+            point_len: groups * columns * LANES,
+            columns,
+            per_image: tiling.per_image(),
+            tiles: steps.len() * tiling.per_image(),
+        };
+        // SAFETY: each (image, group) task writes that group's words of
+        // the image's tiles, every point (`pack_group`); the image-0 task
+        // also writes the group's padding columns.
         unsafe {
-            super::filled(POINTS * point_len, |packed| {
-                (0..groups).into_par_iter().for_each_init(
-                    || {
-                        let transform = PlaneTransform::new(*tiling);
-                        let quantized = vec![ZERO; 4 * POINTS * transform.length()];
-                        (transform, quantized)
-                    },
-                    |(transform, quantized), group| {
-                        let target = PackTarget {
-                            packed,
-                            point_len,
-                            columns,
-                            group,
-                            per_image: tiling.per_image(),
-                        };
-                        pack_group(x, tiling, steps, transform, quantized, target);
-                        let tiles = steps.len() * tiling.per_image();
-                        for p in 0..POINTS {
-                            let at = p * point_len + (group * columns + tiles) * 4;
-                            for byte in packed.part(at, (columns - tiles) * 4) {
-                                byte.write(ZERO);
-                            }
-                        }
+            super::filled(POINTS * target.point_len, |packed| {
+                (0..steps.len() * groups).into_par_iter().for_each_init(
+                    || GroupTransform::new(*tiling),
+                    |transform, job| {
+                        let (image, group) = (job / groups, job % groups);
+                        // This job's (image, group) is its alone.
+                        pack_group(x, transform, &steps[image], packed, target, image, group);
                     },
                 );
             })
@@ -359,84 +398,65 @@ impl QuantizedWinogradConv {
     }
 }
 
-/// Where one group of 4 channels goes in the packed inputs.
+/// The shape of the packed inputs.
 #[derive(Clone, Copy)]
 struct PackTarget {
-    packed: SharedMut<u8>,
+    /// Bytes per point.
     point_len: usize,
     columns: usize,
-    group: usize,
     per_image: usize,
+    /// Tiles of all images (the columns after them are padding).
+    tiles: usize,
 }
 
-impl PackTarget {
-    /// The group's words for the tiles of `image`, point `p`.
-    ///
-    /// # Safety
-    /// Only this group's task may write them, once.
-    unsafe fn words<'a>(self, image: usize, p: usize) -> &'a mut [std::mem::MaybeUninit<u8>] {
-        let first = image * self.per_image;
-        let at = p * self.point_len + (self.group * self.columns + first) * 4;
-        self.packed.part(at, self.per_image * 4)
-    }
-}
-
-/// Quantizes the transformed inputs of the 4 channels of `target`'s group
-/// and writes them there, interleaved.
+/// Quantizes the transformed inputs of channels `4 group..4 group + 4` of
+/// `image` (a step per point in `steps`) and writes them to `packed`.
+///
+/// # Safety
+/// Only this call may write those words (and, for image 0, the group's
+/// padding columns).
 #[inline(always)]
-fn pack_group_body(
+unsafe fn pack_group_body(
     x: &[f32],
-    tiling: &Tiling,
-    steps: &[[f32; POINTS]],
-    transform: &mut PlaneTransform,
-    quantized: &mut [u8],
+    transform: &mut GroupTransform,
+    steps: &[f32; POINTS],
+    packed: SharedMut<u8>,
     target: PackTarget,
+    image: usize,
+    group: usize,
 ) {
-    let (n, length) = (tiling.tiles_x, transform.length());
-    for (image, steps) in steps.iter().enumerate() {
-        let inverse = steps.map(|s| 1.0 / s);
-        // `quantized`: [lane][point][tiles_y][span].
-        for (lane, q) in quantized.chunks_exact_mut(POINTS * length).enumerate() {
-            let channel = target.group * 4 + lane;
-            if channel >= tiling.channels {
-                q.fill(ZERO);
-                continue;
-            }
-            transform.run(tiling.plane(x, image, channel));
-            for (p, q) in q.chunks_exact_mut(length).enumerate() {
-                for (q, v) in q.iter_mut().zip(transform.point(p)) {
-                    *q = to_byte((v * inverse[p]).clamp(-127.0, 127.0));
-                }
+    let n = transform.tiling.tiles_x;
+    let inverse = steps.map(|s| 1.0 / s);
+    transform.load(x, image, group);
+    let group_start = group * target.columns + image * target.per_image;
+    for ty in 0..transform.tiling.tiles_y {
+        transform.tile_row(ty);
+        for (p, inverse) in inverse.iter().enumerate() {
+            let at = p * target.point_len + (group_start + ty * n) * LANES;
+            let dst = packed.part(at, n * LANES);
+            for (q, v) in dst.iter_mut().zip(transform.point(p)) {
+                q.write(to_byte((v * inverse).clamp(-127.0, 127.0)));
             }
         }
+    }
+    if image == 0 {
         for p in 0..POINTS {
-            let lane = |l: usize| &quantized[(l * POINTS + p) * length..][..length];
-            let lanes = [lane(0), lane(1), lane(2), lane(3)];
-            // SAFETY: this task is the group's only writer, and each
-            // (image, point) is written once.
-            let dst = unsafe { target.words(image, p) };
-            for (ty, row) in dst.chunks_exact_mut(4 * n).enumerate() {
-                let from = ty * (n + 1);
-                let [a, b, c, d] = lanes.map(|l| &l[from..][..n]);
-                let words = row.as_mut_ptr().cast::<u32>();
-                let bytes = a.iter().zip(b).zip(c).zip(d);
-                for (t, (((a, b), c), d)) in bytes.enumerate() {
-                    let word = u32::from_le_bytes([*a, *b, *c, *d]);
-                    // SAFETY: word t of the row's 4 n bytes.
-                    unsafe { words.add(t).write_unaligned(word) };
-                }
+            let at = p * target.point_len + (group * target.columns + target.tiles) * LANES;
+            for byte in packed.part(at, (target.columns - target.tiles) * LANES) {
+                byte.write(ZERO);
             }
         }
     }
 }
 
-avx2_dispatch!(fn pack_group(
+avx2_dispatch!(unsafe fn pack_group(
     x: &[f32],
-    tiling: &Tiling,
-    steps: &[[f32; POINTS]],
-    transform: &mut PlaneTransform,
-    quantized: &mut [u8],
+    transform: &mut GroupTransform,
+    steps: &[f32; POINTS],
+    packed: SharedMut<u8>,
     target: PackTarget,
+    image: usize,
+    group: usize,
 ) -> () = pack_group_body);
 
 /// Where a tile's output block goes.
@@ -455,7 +475,11 @@ struct TileSpot {
 
 /// What the products and the output transform read, and where they write.
 struct OutputPass<'a> {
-    /// Pixels of one output plane, and of one of its rows.
+    /// Whether each block is max-pooled to one value (the output then
+    /// holds, per image and channel, one value per tile, in tile order).
+    pool: bool,
+    per_image: usize,
+    /// Pixels of one output plane, and of one of its rows (unpooled).
     plane: usize,
     width: usize,
     /// The tiles' spots, padded to `columns` (the padding is never written).
@@ -465,7 +489,7 @@ struct OutputPass<'a> {
     packed: &'a [u8],
     /// `[POINTS][columns]`: the input step of each tile's image.
     column_steps: Vec<f32>,
-    /// The layer's output, `[N, O, H, W]`.
+    /// The layer's output, `[N, O, H, W]` (pooled: `[N, O, H / 2, W / 2]`).
     out: SharedMut,
 }
 
@@ -540,6 +564,10 @@ fn output_tile_body(
             }
         }
         conv.act.apply_slice(block.as_flattened_mut());
+        if pass.pool {
+            write_pooled(&block, pass, o, oc, col, spots.len());
+            continue;
+        }
         // Runs of tiles side by side in one tile row: each output row of
         // a run is one stretch of memory, the two block columns interleaved.
         let mut j = 0;
@@ -568,6 +596,40 @@ fn output_tile_body(
     }
 }
 
+/// The max of each tile's 2x2 block, for the `count` tiles from `col`: a
+/// run of tiles of one image is one stretch of its pooled plane.
+#[inline(always)]
+fn write_pooled(
+    block: &[[f32; NR]; BLOCK * BLOCK],
+    pass: &OutputPass,
+    o: usize,
+    oc: usize,
+    col: usize,
+    count: usize,
+) {
+    let [top_left, top_right, bottom_left, bottom_right] = block;
+    let mut pooled = [0f32; NR];
+    for (j, m) in pooled.iter_mut().enumerate() {
+        let top = top_left[j].max(top_right[j]);
+        *m = top.max(bottom_left[j].max(bottom_right[j]));
+    }
+    let mut j = 0;
+    while j < count {
+        let (image, within) = ((col + j) / pass.per_image, (col + j) % pass.per_image);
+        let run = (pass.per_image - within).min(count - j);
+        // SAFETY: these tiles' pooled values in channel oc, which only
+        // this task writes.
+        let dst = unsafe {
+            pass.out
+                .part((image * o + oc) * pass.per_image + within, run)
+        };
+        for (d, v) in dst.iter_mut().zip(&pooled[j..j + run]) {
+            d.write(*v);
+        }
+        j += run;
+    }
+}
+
 avx2_dispatch!(fn output_tile(
     conv: &QuantizedWinogradConv,
     pass: &OutputPass,
@@ -576,9 +638,13 @@ avx2_dispatch!(fn output_tile(
     acc: &mut [i32],
 ) -> () = output_tile_body);
 
-impl CustomOp1 for QuantizedWinogradConv {
+impl CustomOp1 for QuantizedWinogradOp<'_> {
     fn name(&self) -> &'static str {
-        "int8-winograd-conv3x3"
+        if self.pool {
+            "int8-winograd-conv3x3-maxpool2"
+        } else {
+            "int8-winograd-conv3x3"
+        }
     }
 
     fn cpu_fwd(
@@ -586,24 +652,30 @@ impl CustomOp1 for QuantizedWinogradConv {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, self.in_channels)?;
-        let o = self.out_channels;
+        let conv = self.conv;
+        let (x, (n, c, h, w)) = conv_input(self.name(), storage, layout, conv.in_channels)?;
+        let o = conv.out_channels;
+        let shrink = if self.pool { 2 } else { 1 };
+        let (out_h, out_w) = (h / shrink, w / shrink);
         let tiling = Tiling::new(c, h, w);
         let tiles = n * tiling.per_image();
         let columns = padded(tiles, NR);
-        let steps = self.input_steps(x, &tiling, n);
-        let packed = self.packed_inputs(x, &tiling, &steps, columns);
+        let steps = conv.input_steps(x, &tiling, n);
+        let packed = conv.packed_inputs(x, &tiling, &steps, columns);
         let mut column_steps = vec![1f32; POINTS * columns];
         for (p, row) in column_steps.chunks_exact_mut(columns).enumerate() {
             for (tile, s) in row[..tiles].iter_mut().enumerate() {
                 *s = steps[tile / tiling.per_image()][p];
             }
         }
-        // SAFETY: every output pixel lies in one tile, and every tile's
+        // SAFETY: every output pixel lies in one tile (pooled: the even
+        // sides make each 2x2 window one tile's block), and every tile's
         // block is written for every output channel.
         let out = unsafe {
-            super::filled(n * o * h * w, |out| {
+            super::filled(n * o * out_h * out_w, |out| {
                 let pass = OutputPass {
+                    pool: self.pool,
+                    per_image: tiling.per_image(),
                     plane: h * w,
                     width: w,
                     spots: tiling.spots(n, columns),
@@ -618,11 +690,11 @@ impl CustomOp1 for QuantizedWinogradConv {
                     columns,
                     TASK_COLUMNS,
                     || vec![0i32; POINTS * MR * NR],
-                    |acc, rb, col| output_tile(self, &pass, rb, col, acc),
+                    |acc, rb, col| output_tile(conv, &pass, rb, col, acc),
                 );
             })
         };
-        Ok((CpuStorage::F32(out), Shape::from((n, o, h, w))))
+        Ok((CpuStorage::F32(out), Shape::from((n, o, out_h, out_w))))
     }
 }
 
@@ -670,6 +742,35 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Pooled while written, the same as the convolution then candle's
+    /// 2x2 max pool: several images, tile counts not a multiple of the
+    /// micro-tile's, a non-monotonic activation; odd sides refused.
+    #[test]
+    fn fused_max_pool_matches_conv_then_pool() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (n, c, o, h, w, act) in [
+            (1, 3, 2, 2, 2, Activation::Leaky),
+            (3, 8, 9, 14, 10, Activation::Silu),
+            (1, 32, 16, 52, 52, Activation::Leaky),
+        ] {
+            let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1., (o, c, 3, 3), &dev)?;
+            let b = Tensor::randn(0f32, 1., o, &dev)?;
+            let conv = QuantizedWinogradConv::new(&wt, &b, act)?;
+            let ours = conv.forward_max_pooled(&x)?;
+            let theirs = conv.forward(&x)?.max_pool2d(2)?;
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "n{n} c{c} o{o} {h}x{w}");
+        }
+        let wt = Tensor::zeros((2, 3, 3, 3), candle_core::DType::F32, &dev)?;
+        let b = Tensor::zeros(2, candle_core::DType::F32, &dev)?;
+        let conv = QuantizedWinogradConv::new(&wt, &b, Activation::None)?;
+        let odd = Tensor::zeros((1, 3, 5, 4), candle_core::DType::F32, &dev)?;
+        assert!(conv.forward_max_pooled(&odd).is_err());
         Ok(())
     }
 
