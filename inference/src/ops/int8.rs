@@ -26,11 +26,11 @@ const QUANTIZE_CHUNK: usize = 1 << 16;
 
 /// Below this many taps per output (`C x K x K`), int8 is not worth its
 /// loss of resolution. On YOLOv3-tiny's 3x3 layers
-/// (`benches/benches/conv3x3.rs`), int8 Winograd ran 1.3x f32's Winograd
-/// at 288 taps (32 channels), 1.5-2.2x at 576 and more from 1152 up, but
-/// slower at 144, where quantizing also cost the model a detection on the
-/// shared photos. From 288 up, the model's int8 still finds all of f32's
-/// detections, its scores within 0.05.
+/// (`benches/benches/conv3x3.rs`), int8 Winograd ran 1.1-1.3x f32's
+/// Winograd at 288 taps (32 channels), 1.0-2.2x at 576 and 1.4-3.7x from
+/// 1152 up, but slower at 144, where quantizing also cost the model a
+/// detection on the shared photos. From 288 up, the model's int8 still
+/// finds all of f32's detections, its scores within 0.05.
 pub const MIN_INT8_DEPTH: usize = 288;
 
 /// Fewest input channels of a 1x1 layer run in int8. In int8, YOLOv3-tiny's
