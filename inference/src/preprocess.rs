@@ -29,17 +29,23 @@ pub fn resize_bilinear_planar(
         let bottom_row = &image.rgb[bottom * stride..(bottom + 1) * stride];
         for (ox, &(left, right, fx)) in x_taps.iter().enumerate() {
             for c in 0..3 {
-                let tl = top_row[left * 3 + c] as f32;
-                let tr = top_row[right * 3 + c] as f32;
-                let bl = bottom_row[left * 3 + c] as f32;
-                let br = bottom_row[right * 3 + c] as f32;
-                let t = tl + (tr - tl) * fx;
-                let b = bl + (br - bl) * fx;
-                let v = t + (b - t) * fy;
+                let rows = (top_row, bottom_row);
+                let v = bilinear(rows, (left * 3 + c, right * 3 + c), fx, fy);
                 dst[c * plane + oy * out_w + ox] = v * scale + offset;
             }
         }
     }
+}
+
+/// The bilinear blend of the bytes at `left` and `right` of the `top` and
+/// `bottom` rows: along the rows by `fx`, then between them by `fy`.
+#[inline(always)]
+fn bilinear((top, bottom): (&[u8], &[u8]), (left, right): (usize, usize), fx: f32, fy: f32) -> f32 {
+    let (tl, tr) = (top[left] as f32, top[right] as f32);
+    let (bl, br) = (bottom[left] as f32, bottom[right] as f32);
+    let upper = tl + (tr - tl) * fx;
+    let lower = bl + (br - bl) * fx;
+    upper + (lower - upper) * fy
 }
 
 /// For each output index: the two source indices and the weight of the second.
@@ -195,13 +201,8 @@ fn resize_row(image: &ImageView<'_>, r: &Resize, y: usize, rows: [&mut [f32]; 3]
         let (pixels, band) = rest.split_at_mut(r.x_taps.len());
         band.fill(r.fill);
         for (d, &(l, rt, fx)) in pixels.iter_mut().zip(&r.x_taps) {
-            let tl = top_row[l * 3 + c] as f32;
-            let tr = top_row[rt * 3 + c] as f32;
-            let bl = bottom_row[l * 3 + c] as f32;
-            let br = bottom_row[rt * 3 + c] as f32;
-            let upper = tl + (tr - tl) * fx;
-            let lower = bl + (br - bl) * fx;
-            *d = (upper + (lower - upper) * fy).round() * r.scale;
+            let v = bilinear((top_row, bottom_row), (l * 3 + c, rt * 3 + c), fx, fy);
+            *d = v.round() * r.scale;
         }
     }
 }

@@ -2,18 +2,19 @@
 //! their `.cfg` and `.weights`, batch norm folded into the convolutions.
 
 pub mod cfg;
+mod head;
 pub mod weights;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
-use rayon::prelude::*;
+use candle_core::{Device, Module, Tensor};
 
 use crate::models::layers::FusedConv;
-use crate::ops::{max_pool, sigmoid_tensor, Activation, MaxPool};
+use crate::ops::{max_pool, Activation, MaxPool};
 use crate::InferenceError;
 use crate::Precision;
 use cfg::{Layer, NetworkConfig};
+use head::YoloHead;
 use weights::WeightStream;
 
 /// One layer ready to run.
@@ -33,13 +34,7 @@ enum Op {
         from: usize,
         act: Activation,
     },
-    Yolo {
-        /// `[1, A, 1, 2]` anchor sizes in input pixels.
-        anchors: Tensor,
-        count: usize,
-        classes: usize,
-        scale_x_y: f32,
-    },
+    Yolo(YoloHead),
 }
 
 /// A darknet detection network.
@@ -186,13 +181,13 @@ impl DarknetNet {
                     let flat: Vec<f32> = anchors.iter().flat_map(|&(w, h)| [w, h]).collect();
                     let count = anchors.len();
                     (
-                        Op::Yolo {
+                        Op::Yolo(YoloHead {
                             anchors: Tensor::from_vec(flat, (1, count, 1, 2), device)?
                                 .to_dtype(dtype)?,
                             count,
                             classes: *c,
                             scale_x_y: *scale_x_y,
-                        },
+                        }),
                         input,
                     )
                 }
@@ -270,15 +265,8 @@ impl DarknetNet {
                     let other = outputs[*from].as_ref().expect("shortcut source kept");
                     act.apply_tensor((&x + other)?)?
                 }
-                Op::Yolo {
-                    anchors,
-                    count,
-                    classes,
-                    scale_x_y,
-                } => {
-                    heads.push(decode_head(
-                        &x, anchors, *count, *classes, *scale_x_y, in_w, in_h,
-                    )?);
+                Op::Yolo(head) => {
+                    heads.push(head.decode(&x, in_w, in_h)?);
                     x
                 }
             };
@@ -330,124 +318,10 @@ fn maxpool(x: &Tensor, size: usize, stride: usize) -> candle_core::Result<Tensor
     )
 }
 
-/// Turns one `[yolo]` layer's raw map `[N, A * (5 + C), H, W]` into rows of
-/// `(cx, cy, w, h, scores...)` in input pixels.
-fn decode_head(
-    x: &Tensor,
-    anchors: &Tensor,
-    count: usize,
-    classes: usize,
-    scale_x_y: f32,
-    in_w: usize,
-    in_h: usize,
-) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        decode_head_cpu(x, anchors, count, classes, scale_x_y, in_w, in_h)
-    } else {
-        decode_head_tensor(x, anchors, count, classes, scale_x_y, in_w, in_h)
-    }
-}
-
-/// Grid cells whose rows `decode_head_cpu` fills together.
-const CELLS_AT_ONCE: usize = 16;
-
-/// `decode_head` in one pass over the map, in parallel over images and
-/// anchors, with the vectorised sigmoid: candle's chain of element-wise
-/// ops on strided views took about 6 ns a value here, over a millisecond
-/// a frame for YOLOv3-tiny's two heads.
-fn decode_head_cpu(
-    x: &Tensor,
-    anchors: &Tensor,
-    count: usize,
-    classes: usize,
-    scale_x_y: f32,
-    in_w: usize,
-    in_h: usize,
-) -> candle_core::Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let (plane, depth, width) = (h * w, 5 + classes, 4 + classes);
-    let data = x.flatten_all()?.to_vec1::<f32>()?;
-    let anchors = anchors.flatten_all()?.to_vec1::<f32>()?;
-    let (cell_w, cell_h) = (in_w as f32 / w as f32, in_h as f32 / h as f32);
-    let shift = -0.5 * (scale_x_y - 1.0);
-    let mut rows = vec![0f32; n * count * plane * width];
-    rows.par_chunks_mut(plane * width)
-        .zip(data.par_chunks(depth * plane))
-        .enumerate()
-        .for_each(|(head, (rows, map))| {
-            let (anchor_w, anchor_h) =
-                (anchors[2 * (head % count)], anchors[2 * (head % count) + 1]);
-            let sigmoid = |k: usize| {
-                let mut values = map[k * plane..][..plane].to_vec();
-                Activation::Sigmoid.apply_slice(&mut values);
-                values
-            };
-            let (tx, ty, objectness) = (sigmoid(0), sigmoid(1), sigmoid(4));
-            for (i, row) in rows.chunks_exact_mut(width).enumerate() {
-                let (gx, gy) = ((i % w) as f32, (i / w) as f32);
-                row[0] = (tx[i] * scale_x_y + shift + gx) * cell_w;
-                row[1] = (ty[i] * scale_x_y + shift + gy) * cell_h;
-                row[2] = map[2 * plane + i].exp() * anchor_w;
-                row[3] = map[3 * plane + i].exp() * anchor_h;
-            }
-            let mut scores = map[5 * plane..][..classes * plane].to_vec();
-            Activation::Sigmoid.apply_slice(&mut scores);
-            // A few cells at a time, so that the rows written stay in L1
-            // while each class's plane is read along them.
-            for start in (0..plane).step_by(CELLS_AT_ONCE) {
-                let cells = start..(start + CELLS_AT_ONCE).min(plane);
-                let rows = &mut rows[cells.start * width..cells.end * width];
-                for class in 0..classes {
-                    let scores = &scores[class * plane..][cells.clone()];
-                    let column = rows[4 + class..].iter_mut().step_by(width);
-                    for ((score, v), o) in column.zip(scores).zip(&objectness[cells.clone()]) {
-                        *score = v * o;
-                    }
-                }
-            }
-        });
-    Tensor::from_vec(rows, (n, count * plane, width), x.device())
-}
-
-/// `decode_head` with candle's ops, for devices without the CPU loop.
-fn decode_head_tensor(
-    x: &Tensor,
-    anchors: &Tensor,
-    count: usize,
-    classes: usize,
-    scale_x_y: f32,
-    in_w: usize,
-    in_h: usize,
-) -> candle_core::Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let x = x
-        .reshape((n, count, 5 + classes, h * w))?
-        .transpose(2, 3)?
-        .contiguous()?; // [N, A, HW, 5 + C]
-    let grid: Vec<f32> = (0..h * w)
-        .flat_map(|i| [(i % w) as f32, (i / w) as f32])
-        .collect();
-    let grid = Tensor::from_vec(grid, (1, 1, h * w, 2), x.device())?.to_dtype(x.dtype())?;
-    let cell = Tensor::new(
-        &[in_w as f32 / w as f32, in_h as f32 / h as f32],
-        x.device(),
-    )?
-    .to_dtype(x.dtype())?
-    .reshape((1, 1, 1, 2))?;
-    let shift = -0.5 * (scale_x_y as f64 - 1.0);
-    let xy = sigmoid_tensor(&x.narrow(3, 0, 2)?)?
-        .affine(scale_x_y as f64, shift)?
-        .broadcast_add(&grid)?
-        .broadcast_mul(&cell)?;
-    let wh = x.narrow(3, 2, 2)?.exp()?.broadcast_mul(anchors)?;
-    let objectness = sigmoid_tensor(&x.narrow(3, 4, 1)?)?;
-    let scores = sigmoid_tensor(&x.narrow(3, 5, classes)?)?.broadcast_mul(&objectness)?;
-    Tensor::cat(&[xy, wh, scores], 3)?.reshape((n, count * h * w, 4 + classes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn maxpool_stride_one_keeps_the_size_and_takes_the_right_neighbour() -> candle_core::Result<()>
@@ -464,37 +338,6 @@ mod tests {
             2,
         )?;
         assert_eq!(halved.dims(), &[1, 1, 13, 13]);
-        Ok(())
-    }
-
-    #[test]
-    fn head_decodes_centres_sizes_and_scores() -> candle_core::Result<()> {
-        // One anchor (20 x 10 px), one class, a 2x2 grid on a 64x64 input;
-        // all logits zero: sigmoid 0.5 puts each centre mid-cell.
-        let x = Tensor::zeros((1, 6, 2, 2), DType::F32, &Device::Cpu)?;
-        let anchors = Tensor::new(&[20f32, 10.0], &Device::Cpu)?.reshape((1, 1, 1, 2))?;
-        let rows = decode_head(&x, &anchors, 1, 1, 1.0, 64, 64)?
-            .squeeze(0)?
-            .to_vec2::<f32>()?;
-        assert_eq!(rows[0], vec![16.0, 16.0, 20.0, 10.0, 0.25]);
-        assert_eq!(rows[3], vec![48.0, 48.0, 20.0, 10.0, 0.25]);
-        Ok(())
-    }
-
-    /// The CPU loop and candle's ops decode the same: several images and
-    /// anchors, a non-square grid, `scale_x_y` above 1.
-    #[test]
-    fn cpu_decode_matches_tensor_decode() -> candle_core::Result<()> {
-        let dev = Device::Cpu;
-        let (n, count, classes, h, w) = (2, 3, 4, 5, 7);
-        let x = Tensor::randn(0f32, 2., (n, count * (5 + classes), h, w), &dev)?;
-        let anchors =
-            Tensor::new(&[10f32, 14.0, 23.0, 27.0, 37.0, 58.0], &dev)?.reshape((1, count, 1, 2))?;
-        let ours = decode_head_cpu(&x, &anchors, count, classes, 1.05, 224, 160)?;
-        let theirs = decode_head_tensor(&x, &anchors, count, classes, 1.05, 224, 160)?;
-        assert_eq!(ours.dims(), theirs.dims());
-        let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-4, "largest difference {diff}");
         Ok(())
     }
 }

@@ -73,17 +73,9 @@ macro_rules! avx2_dispatch {
     ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $body:path) => {
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            if $crate::ops::has_avx2_fma() {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn twin($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU has the features `twin` is compiled for.
-                return unsafe { twin($($arg),*) };
-            }
-            $body($($arg),*)
+            $crate::ops::avx2_dispatch!(unsafe fn dispatch($($arg: $ty),*) -> $ret = $body);
+            // SAFETY: `$body` is a safe function.
+            unsafe { dispatch($($arg),*) }
         }
     };
     // An unsafe `$body`: the caller of `$name` keeps its contract.
@@ -245,6 +237,23 @@ unsafe fn filled<T>(len: usize, fill: impl FnOnce(SharedMut<T>)) -> Vec<T> {
     // SAFETY: `fill` wrote all `len` values (the caller's contract).
     unsafe { buffer.set_len(len) };
     buffer
+}
+
+/// Runs a convolution's op on `x`; one that also max-pools 2x2
+/// (`pooled`) needs even sides, so that every pool window is whole.
+fn run_conv_op(
+    x: &candle_core::Tensor,
+    op: &impl candle_core::CustomOp1,
+    pooled: bool,
+) -> candle_core::Result<candle_core::Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if pooled && (!h.is_multiple_of(2) || !w.is_multiple_of(2)) {
+        candle_core::bail!(
+            "{}: a fused 2x2 pool needs even sides, not {h}x{w}",
+            op.name()
+        )
+    }
+    x.contiguous()?.apply_op1_no_bwd(op)
 }
 
 /// `(N, C, H, W)`.

@@ -100,22 +100,18 @@ impl QuantizedWinogradConv {
             conv: self,
             pool: false,
         };
-        x.contiguous()?.apply_op1_no_bwd(&op)
+        super::run_conv_op(x, &op, false)
     }
 
     /// The convolution followed by a 2x2 max pool with stride 2: each
     /// tile's 2x2 block is one pooled value, written as the block is made.
     /// `x`'s sides must be even.
     pub fn forward_max_pooled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        if !h.is_multiple_of(2) || !w.is_multiple_of(2) {
-            candle_core::bail!("int8 winograd conv: a fused 2x2 pool needs even sides, not {h}x{w}")
-        }
         let op = QuantizedWinogradOp {
             conv: self,
             pool: true,
         };
-        x.contiguous()?.apply_op1_no_bwd(&op)
+        super::run_conv_op(x, &op, true)
     }
 }
 
