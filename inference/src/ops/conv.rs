@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::maxpool::window_max;
 use super::{bias_activation, contiguous_f32, inside_columns, out_size, Activation, SharedMut};
 
 /// Patch-matrix size aimed for per tile, in floats (about 1 MiB).
@@ -105,7 +106,7 @@ fn max_pool_rows(tile: &[f32], rows: usize, width: usize, out: SharedMut, out_wi
             .zip(top.chunks_exact(2))
             .zip(bottom.chunks_exact(2))
         {
-            d.write(t[0].max(t[1]).max(b[0].max(b[1])));
+            d.write(window_max(t[0], t[1], b[0], b[1]));
         }
     }
 }
@@ -287,12 +288,11 @@ pub fn conv2d(
     act: Activation,
 ) -> candle_core::Result<Tensor> {
     if on_cpu_in_f32(x) {
-        let pool = false;
         return DenseConv {
             stride,
             padding,
             act,
-            pool,
+            pool: false,
         }
         .apply(x, weight, bias);
     }
@@ -314,12 +314,11 @@ pub fn conv2d_max_pooled(
     if !on_cpu_in_f32(x) {
         candle_core::bail!("dense-conv2d: a fused pool runs on f32 CPU tensors only")
     }
-    let pool = true;
     DenseConv {
         stride,
         padding,
         act,
-        pool,
+        pool: true,
     }
     .apply(x, weight, bias)
 }

@@ -10,6 +10,19 @@ use rayon::prelude::*;
 
 use super::contiguous_f32;
 
+/// The largest of a 2x2 window, in the one order every 2x2 pool here uses
+/// (the separate pool and those fused into convolutions), so that they
+/// agree bit for bit.
+#[inline(always)]
+pub(crate) fn window_max(
+    top_left: f32,
+    top_right: f32,
+    bottom_left: f32,
+    bottom_right: f32,
+) -> f32 {
+    top_left.max(top_right).max(bottom_left.max(bottom_right))
+}
+
 /// A `size` x `size` max pool; `before` cells of padding on the top and
 /// left, the output `out_h` x `out_w`.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +68,7 @@ impl CustomOp1 for MaxPool {
                     let (top, bottom) = (&plane[y0 * w..], &plane[(y0 + 1) * w..]);
                     let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
                     for (d, (a, b)) in row[..full_columns].iter_mut().zip(pairs) {
-                        d.write(a[0].max(a[1]).max(b[0].max(b[1])));
+                        d.write(window_max(a[0], a[1], b[0], b[1]));
                     }
                     full_columns
                 } else {

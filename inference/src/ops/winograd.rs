@@ -21,6 +21,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::maxpool::window_max;
 use super::{conv_input, Activation, SharedMut};
 
 /// Side of an input tile.
@@ -392,8 +393,13 @@ fn transform_outputs(pass: OutputPass, tiling: &Tiling, batch: Batch, oc: usize,
                 std::array::from_fn(|j| {
                     let (top, bottom) = (&block[2 * i], &block[2 * i + 1]);
                     std::array::from_fn(|l| {
-                        let top = top[2 * j][l].max(top[2 * j + 1][l]);
-                        top.max(bottom[2 * j][l].max(bottom[2 * j + 1][l]))
+                        let (left, right) = (2 * j, 2 * j + 1);
+                        window_max(
+                            top[left][l],
+                            top[right][l],
+                            bottom[left][l],
+                            bottom[right][l],
+                        )
                     })
                 })
             });

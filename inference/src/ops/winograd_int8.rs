@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use super::int8::{
     for_each_micro_tile, micro_tile, nearest_byte, padded, quantize_row, range_with_zero, MR, NR,
 };
+use super::maxpool::window_max;
 use super::winograd::transformed_kernels;
 use super::{avx2_dispatch, conv_input, Activation, SharedMut};
 
@@ -303,6 +304,8 @@ fn group_largest_body(
     image: usize,
     group: usize,
 ) -> [f32; POINTS] {
+    // Plain loops, not a closure: a closure is compiled without the
+    // AVX2 twin's target features unless it happens to be inlined.
     transform.load(x, image, group);
     let mut largest = [0f32; POINTS];
     for ty in 0..transform.tiling.tiles_y {
@@ -478,7 +481,8 @@ struct OutputPass<'a> {
     /// Pixels of one output plane, and of one of its rows (unpooled).
     plane: usize,
     width: usize,
-    /// The tiles' spots, padded to `columns` (the padding is never written).
+    /// The tiles' spots, padded to `columns` (the padding is never
+    /// written); none when pooling, which needs only the tile order.
     spots: Vec<TileSpot>,
     tiles: usize,
     columns: usize,
@@ -517,7 +521,8 @@ fn output_tile_body(
             )
         };
     }
-    let spots = &pass.spots[col..][..pass.tiles.saturating_sub(col).min(NR)];
+    // Tiles of this micro-tile (the rest of its columns are padding).
+    let count = pass.tiles.saturating_sub(col).min(NR);
     let mut m = [[0f32; NR]; POINTS];
     for r in 0..MR.min(o.saturating_sub(rb * MR)) {
         let oc = rb * MR + r;
@@ -561,9 +566,10 @@ fn output_tile_body(
         }
         conv.act.apply_slice(block.as_flattened_mut());
         if pass.pool {
-            write_pooled(&block, pass, o, oc, col, spots.len());
+            write_pooled(&block, pass, o, oc, col, count);
             continue;
         }
+        let spots = &pass.spots[col..][..count];
         // Runs of tiles side by side in one tile row: each output row of
         // a run is one stretch of memory, the two block columns interleaved.
         let mut j = 0;
@@ -606,8 +612,7 @@ fn write_pooled(
     let [top_left, top_right, bottom_left, bottom_right] = block;
     let mut pooled = [0f32; NR];
     for (j, m) in pooled.iter_mut().enumerate() {
-        let top = top_left[j].max(top_right[j]);
-        *m = top.max(bottom_left[j].max(bottom_right[j]));
+        *m = window_max(top_left[j], top_right[j], bottom_left[j], bottom_right[j]);
     }
     let mut j = 0;
     while j < count {
@@ -674,7 +679,11 @@ impl CustomOp1 for QuantizedWinogradOp<'_> {
                     per_image: tiling.per_image(),
                     plane: h * w,
                     width: w,
-                    spots: tiling.spots(n, columns),
+                    spots: if self.pool {
+                        Vec::new()
+                    } else {
+                        tiling.spots(n, columns)
+                    },
                     tiles,
                     columns,
                     packed: &packed,
