@@ -149,57 +149,67 @@ impl QuantizedConv {
         x.contiguous()?.apply_op1_no_bwd(self)
     }
 
-    /// One image's output channels `rb * MR..+MR`, pixels `col..col + NR`
-    /// (those inside the plane): the int32 sums back in f32, with bias
-    /// and activation, written straight to the output.
+    /// Output channels `rb * MR..+MR` of columns `col..col + NR` (those
+    /// that are pixels, of one image or more): the int32 sums back in f32,
+    /// each column with its image's scale and zero point, with bias and
+    /// activation, written straight to the output.
     #[inline(always)]
     fn output_tile(&self, pass: &OutputPass, rb: usize, col: usize) {
         let depth4 = padded(self.in_channels * self.kernel * self.kernel, 4);
         let mut acc = [0i32; MR * NR];
-        // SAFETY: `acc` holds MR rows of NR; the patches hold columns
-        // col..col + NR (their count is a multiple of NR).
+        // SAFETY: `acc` holds MR rows of NR; the panel holds NR columns.
         unsafe {
             micro_tile(
                 &self.weight[rb * MR * depth4..][..MR * depth4],
-                pass.patches,
+                &pass.patches[col * depth4..][..NR * depth4],
                 depth4,
-                pass.columns,
-                col,
+                NR,
+                0,
                 acc.as_mut_ptr(),
                 NR,
             )
         };
-        let count = pass.plane.saturating_sub(col).min(NR);
+        let count = pass.pixels.saturating_sub(col).min(NR);
         let rows = MR.min(self.out_channels.saturating_sub(rb * MR));
+        let x_scales: &[f32; NR] = pass.x_scales[col..][..NR].try_into().expect("NR");
+        let zeros: &[i32; NR] = pass.zeros[col..][..NR].try_into().expect("NR");
         for (r, sums) in acc.chunks_exact(NR).enumerate().take(rows) {
             let oc = rb * MR + r;
-            let scale = self.scales[oc] * pass.x_scale;
-            let offset = pass.zero as i32 * self.row_sums[oc];
-            let bias = self.bias[oc];
+            let (scale, row_sum, bias) = (self.scales[oc], self.row_sums[oc], self.bias[oc]);
             let mut values = [0f32; NR];
-            for (v, s) in values.iter_mut().zip(sums) {
-                *v = (s - offset) as f32 * scale + bias;
+            for (((v, s), x_scale), zero) in values.iter_mut().zip(sums).zip(x_scales).zip(zeros) {
+                *v = (s - zero * row_sum) as f32 * (scale * x_scale) + bias;
             }
-            self.act.apply_slice(&mut values);
-            // SAFETY: pixels col..col + count of channel oc of this image:
-            // this task's alone.
-            let dst = unsafe { pass.out.part(oc * pass.plane + col, count) };
-            for (d, v) in dst.iter_mut().zip(values) {
-                d.write(v);
+            self.act.apply_inline(&mut values);
+            // Runs of columns within one image: one stretch of its plane.
+            let mut j = 0;
+            while j < count {
+                let (image, pixel) = ((col + j) / pass.plane, (col + j) % pass.plane);
+                let run = (pass.plane - pixel).min(count - j);
+                let at = (image * self.out_channels + oc) * pass.plane + pixel;
+                // SAFETY: these pixels of channel oc: this task's alone.
+                let dst = unsafe { pass.out.part(at, run) };
+                for (d, v) in dst.iter_mut().zip(&values[j..j + run]) {
+                    d.write(*v);
+                }
+                j += run;
             }
         }
     }
 }
 
-/// What one image's products and their write-back read, and where they write.
+/// What the products and their write-back read, and where they write.
 struct OutputPass<'a> {
+    /// In panels of `NR` columns.
     patches: &'a [u8],
-    columns: usize,
-    /// Output pixels per channel.
+    /// Output pixels per channel of one image.
     plane: usize,
-    x_scale: f32,
-    zero: u8,
-    /// This image's output, `[O, plane]`.
+    /// Columns that are pixels (of all images).
+    pixels: usize,
+    /// Per column: its image's activation scale and zero point.
+    x_scales: Vec<f32>,
+    zeros: Vec<i32>,
+    /// The output, `[N, O, plane]`.
     out: SharedMut,
 }
 
@@ -249,6 +259,17 @@ fn quantize_body(values: &[f32], x_scale: f32, zero: u8, out: &mut [u8]) {
 
 avx2_dispatch!(fn quantize(values: &[f32], x_scale: f32, zero: u8, out: &mut [u8]) -> () = quantize_body);
 
+/// An image's activation scale and zero point: its range, zero always
+/// inside it, in 255 steps.
+fn quantizer(image: &[f32]) -> (f32, u8) {
+    let (lo, hi) = image
+        .par_chunks(QUANTIZE_CHUNK)
+        .map(image_range)
+        .reduce(|| (0f32, 0f32), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+    let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    (x_scale, nearest_byte((-lo / x_scale).clamp(0.0, 255.0)))
+}
+
 impl CustomOp1 for QuantizedConv {
     fn name(&self) -> &'static str {
         "int8-conv"
@@ -268,41 +289,47 @@ impl CustomOp1 for QuantizedConv {
         let ow = out_size(w, 2 * p, k, s);
         let plane = oh * ow;
         let o = self.out_channels;
-        let columns = padded(plane, NR);
-        let mut quantized = vec![0u8; c * h * w];
+        // All images side by side in one product, so that one pass over
+        // the weights serves the batch; each keeps its own scale.
+        let columns = padded(n * plane, NR);
+        let images: Vec<&[f32]> = x.chunks_exact(c * h * w).collect();
+        let quantizers: Vec<(f32, u8)> = images.par_iter().map(|image| quantizer(image)).collect();
+        let mut quantized = vec![0u8; n * c * h * w];
+        quantized
+            .par_chunks_mut(c * h * w)
+            .zip(&images)
+            .zip(&quantizers)
+            .for_each(|((q, image), &(x_scale, zero))| {
+                q.par_chunks_mut(QUANTIZE_CHUNK)
+                    .zip(image.par_chunks(QUANTIZE_CHUNK))
+                    .for_each(|(q, v)| quantize(v, x_scale, zero, q));
+            });
+        let zero_points: Vec<u8> = quantizers.iter().map(|q| q.1).collect();
+        let patches = self.patches(&quantized, &zero_points, h, w, oh, ow, columns);
+        let (mut x_scales, mut zeros) = (vec![1f32; columns], vec![0i32; columns]);
+        for (image, &(x_scale, zero)) in quantizers.iter().enumerate() {
+            x_scales[image * plane..][..plane].fill(x_scale);
+            zeros[image * plane..][..plane].fill(zero as i32);
+        }
         // SAFETY: every image's every output channel and pixel is written
         // by one `output_tile`.
         let out = unsafe {
             super::filled(n * o * plane, |out| {
-                for (img, image) in x.chunks_exact(c * h * w).enumerate() {
-                    // The range of this image's activations, zero always inside it.
-                    let (lo, hi) = image
-                        .par_chunks(QUANTIZE_CHUNK)
-                        .map(image_range)
-                        .reduce(|| (0f32, 0f32), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-                    let x_scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-                    let zero = nearest_byte((-lo / x_scale).clamp(0.0, 255.0));
-                    quantized
-                        .par_chunks_mut(QUANTIZE_CHUNK)
-                        .zip(image.par_chunks(QUANTIZE_CHUNK))
-                        .for_each(|(q, v)| quantize(v, x_scale, zero, q));
-                    let patches = self.patches(&quantized, h, w, oh, ow, zero);
-                    let pass = OutputPass {
-                        patches: &patches,
-                        columns,
-                        plane,
-                        x_scale,
-                        zero,
-                        out: SharedMut(out.at(img * o * plane)),
-                    };
-                    for_each_micro_tile(
-                        o,
-                        columns,
-                        TASK_COLUMNS,
-                        || (),
-                        |_, rb, col| output_tile(self, &pass, rb, col),
-                    );
-                }
+                let pass = OutputPass {
+                    patches: &patches,
+                    plane,
+                    pixels: n * plane,
+                    x_scales,
+                    zeros,
+                    out,
+                };
+                for_each_micro_tile(
+                    o,
+                    columns,
+                    TASK_COLUMNS,
+                    || (),
+                    |_, rb, col| output_tile(self, &pass, rb, col),
+                );
             })
         };
         Ok((CpuStorage::F32(out), Shape::from((n, o, oh, ow))))
@@ -310,20 +337,35 @@ impl CustomOp1 for QuantizedConv {
 }
 
 impl QuantizedConv {
-    /// Packs the uint8 patches as `[K/4][columns][4]`: the 4 consecutive
-    /// taps `vpdpbusd` sums, for each output pixel. Padding (outside the
-    /// image, or past the last tap or pixel) holds the zero point, which
-    /// stands for 0.0.
-    fn patches(&self, image: &[u8], h: usize, w: usize, oh: usize, ow: usize, zero: u8) -> Vec<u8> {
+    /// Packs the uint8 patches of every image (`images`, each with its
+    /// zero point) as `[columns / NR][K/4][NR][4]`: for each panel of `NR`
+    /// output pixels (what one micro-tile reads, in one stretch), the 4
+    /// consecutive taps `vpdpbusd` sums, for each pixel, the images one
+    /// after another. Padding (outside the image, or past the last tap)
+    /// holds the image's zero point, which stands for 0.0.
+    #[allow(clippy::too_many_arguments)]
+    fn patches(
+        &self,
+        images: &[u8],
+        zero_points: &[u8],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        columns: usize,
+    ) -> Vec<u8> {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let depth = self.in_channels * k * k;
         let depth4 = padded(depth, 4);
-        let columns = padded(oh * ow, NR);
-        let mut packed = vec![zero; depth4 * columns];
-        packed
-            .par_chunks_mut(columns * 4)
-            .enumerate()
-            .for_each(|(group, dst)| {
+        let image_len = self.in_channels * h * w;
+        let groups = depth4 / 4;
+        let mut packed = vec![0u8; depth4 * columns];
+        let panels = SharedMut(packed.as_mut_ptr());
+        // Each group's row is built whole, then split into the panels.
+        (0..groups).into_par_iter().for_each_init(
+            || vec![0u8; columns * 4],
+            |row, group| {
+                let dst = &mut row[..];
                 // The (up to) four taps this group interleaves.
                 let taps: Vec<(usize, usize, usize)> = (group * 4..(group * 4 + 4).min(depth))
                     .map(|r| (r / (k * k), (r / k) % k, r % k))
@@ -333,62 +375,74 @@ impl QuantizedConv {
                     let (tf, te) = inside_columns(kx, s, p, w, ow);
                     (f.max(tf), e.min(te.max(tf)))
                 });
-                // Rows above or below the image, and missing taps of the
-                // last group, read the zero point.
-                let blank = vec![zero; w];
-                let mut rows: [&[u8]; 4] = [&blank; 4];
-                let mut kxs = [p; 4];
-                for oy in 0..oh {
-                    for (lane, &(ch, ky, kx)) in taps.iter().enumerate() {
-                        let iy = (oy * s + ky) as isize - p as isize;
-                        kxs[lane] = kx;
-                        rows[lane] = if iy >= 0 && iy < h as isize {
-                            let start = ch * h * w + iy as usize * w;
-                            &image[start..start + w]
-                        } else {
-                            &blank
+                for (index, &zero) in zero_points.iter().enumerate() {
+                    let image = &images[index * image_len..][..image_len];
+                    let dst = &mut dst[index * oh * ow * 4..][..oh * ow * 4];
+                    // Rows above or below the image, and missing taps of the
+                    // last group, read the zero point.
+                    let blank = vec![zero; w];
+                    let mut rows: [&[u8]; 4] = [&blank; 4];
+                    let mut kxs = [p; 4];
+                    for oy in 0..oh {
+                        for (lane, &(ch, ky, kx)) in taps.iter().enumerate() {
+                            let iy = (oy * s + ky) as isize - p as isize;
+                            kxs[lane] = kx;
+                            rows[lane] = if iy >= 0 && iy < h as isize {
+                                let start = ch * h * w + iy as usize * w;
+                                &image[start..start + w]
+                            } else {
+                                &blank
+                            };
+                        }
+                        let out = &mut dst[oy * ow * 4..(oy + 1) * ow * 4];
+                        let pixel = |ox: usize, lane: usize| -> u8 {
+                            let ix = (ox * s + kxs[lane]) as isize - p as isize;
+                            if ix >= 0 && (ix as usize) < w {
+                                rows[lane][ix as usize]
+                            } else {
+                                zero
+                            }
                         };
-                    }
-                    let out = &mut dst[oy * ow * 4..(oy + 1) * ow * 4];
-                    let pixel = |ox: usize, lane: usize| -> u8 {
-                        let ix = (ox * s + kxs[lane]) as isize - p as isize;
-                        if ix >= 0 && (ix as usize) < w {
-                            rows[lane][ix as usize]
+                        // Borders, tap by tap.
+                        for ox in (0..first.min(ow)).chain(end.max(first)..ow) {
+                            for lane in 0..4 {
+                                out[ox * 4 + lane] = pixel(ox, lane);
+                            }
+                        }
+                        // Interior: the four taps of a pixel written as one word.
+                        let count = end.saturating_sub(first);
+                        if count == 0 {
+                            continue;
+                        }
+                        let span = (count - 1) * s + 1;
+                        let src: [&[u8]; 4] = std::array::from_fn(|lane| {
+                            let base = first * s + kxs[lane] - p;
+                            &rows[lane][base..base + span]
+                        });
+                        let cells = out[first * 4..end * 4].chunks_exact_mut(4);
+                        if s == 1 {
+                            // Four streams interleaved, no index arithmetic: vectorises.
+                            let lanes = src[0].iter().zip(src[1]).zip(src[2]).zip(src[3]);
+                            for (cell, (((a, b), c), d)) in cells.zip(lanes) {
+                                cell.copy_from_slice(&[*a, *b, *c, *d]);
+                            }
                         } else {
-                            zero
-                        }
-                    };
-                    // Borders, tap by tap.
-                    for ox in (0..first.min(ow)).chain(end.max(first)..ow) {
-                        for lane in 0..4 {
-                            out[ox * 4 + lane] = pixel(ox, lane);
-                        }
-                    }
-                    // Interior: the four taps of a pixel written as one word.
-                    let count = end.saturating_sub(first);
-                    if count == 0 {
-                        continue;
-                    }
-                    let span = (count - 1) * s + 1;
-                    let src: [&[u8]; 4] = std::array::from_fn(|lane| {
-                        let base = first * s + kxs[lane] - p;
-                        &rows[lane][base..base + span]
-                    });
-                    let cells = out[first * 4..end * 4].chunks_exact_mut(4);
-                    if s == 1 {
-                        // Four streams interleaved, no index arithmetic: vectorises.
-                        let lanes = src[0].iter().zip(src[1]).zip(src[2]).zip(src[3]);
-                        for (cell, (((a, b), c), d)) in cells.zip(lanes) {
-                            cell.copy_from_slice(&[*a, *b, *c, *d]);
-                        }
-                    } else {
-                        for (i, cell) in cells.enumerate() {
-                            let x = i * s;
-                            cell.copy_from_slice(&[src[0][x], src[1][x], src[2][x], src[3][x]]);
+                            for (i, cell) in cells.enumerate() {
+                                let x = i * s;
+                                cell.copy_from_slice(&[src[0][x], src[1][x], src[2][x], src[3][x]]);
+                            }
                         }
                     }
                 }
-            });
+                for (panel, words) in row.chunks_exact(NR * 4).enumerate() {
+                    // SAFETY: this group's words of the panel: this task's alone.
+                    let dst = unsafe { panels.part((panel * groups + group) * NR * 4, NR * 4) };
+                    for (d, v) in dst.iter_mut().zip(words) {
+                        d.write(*v);
+                    }
+                }
+            },
+        );
         packed
     }
 }
@@ -520,7 +574,13 @@ mod tests {
             (7, 1, 1, 0, 5, 8),
             (3, 3, 2, 0, 9, 9),
         ] {
-            let x = Tensor::randn(0f32, 1., (2, c, h, w), &dev)?;
+            // Three images in one product, ranges 1, 10 and 19 (shifted
+            // up, so zero points differ too): each keeps its own scale.
+            let x = Tensor::randn(0f32, 1., (3, c, h, w), &dev)?;
+            let ranges = Tensor::new(&[1f32, 10.0, 19.0], &dev)?.reshape((3, 1, 1, 1))?;
+            let x = x
+                .broadcast_mul(&ranges)?
+                .broadcast_add(&ranges.affine(0.5, 0.0)?)?;
             let wt = Tensor::randn(0f32, 0.2, (10, c, k, k), &dev)?;
             let b = Tensor::randn(0f32, 0.1, 10, &dev)?;
             let q = QuantizedConv::new(&wt, &b, stride, padding, Activation::None)?;
@@ -528,12 +588,15 @@ mod tests {
             let reference =
                 crate::ops::reference_conv(&x, &wt, &b, stride, padding, Activation::None)?;
             assert_eq!(ours.dims(), reference.dims());
-            let err = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            let range = reference.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(
-                err < 0.03 * range,
-                "c{c} k{k} s{stride}: error {err} of range {range}"
-            );
+            for image in 0..3 {
+                let (ours, reference) = (ours.get(image)?, reference.get(image)?);
+                let err = (&ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let range = reference.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(
+                    err < 0.03 * range,
+                    "c{c} k{k} s{stride} image {image}: error {err} of range {range}"
+                );
+            }
         }
         // A kernel larger than the padded input is an error, not a panic.
         let big = QuantizedConv::new(

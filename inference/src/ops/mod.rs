@@ -102,11 +102,25 @@ macro_rules! avx2_dispatch {
 pub(crate) use avx2_dispatch;
 
 /// Applies `act` to every value; a separate function so it can be compiled
-/// twice, for the baseline and for AVX2+FMA.
+/// twice, for the baseline and for AVX2+FMA. The activation is picked once,
+/// each arm its own loop, so that no loop branches per value.
 #[inline(always)]
 fn apply_all(act: Activation, values: &mut [f32]) {
-    for v in values {
-        *v = act.apply_one(*v);
+    macro_rules! each {
+        ($act:expr) => {
+            for v in values {
+                *v = $act.apply_one(*v);
+            }
+        };
+    }
+    match act {
+        Activation::None => {}
+        Activation::Relu6 => each!(Activation::Relu6),
+        Activation::Relu => each!(Activation::Relu),
+        Activation::Leaky => each!(Activation::Leaky),
+        Activation::Silu => each!(Activation::Silu),
+        Activation::Sigmoid => each!(Activation::Sigmoid),
+        Activation::Mish => each!(Activation::Mish),
     }
 }
 
@@ -143,6 +157,15 @@ impl Activation {
             // SAFETY: the CPU has the features the function was compiled for.
             return unsafe { apply_all_avx2(self, values) };
         }
+        apply_all(self, values)
+    }
+
+    /// Applies the activation in place, compiled into the caller: for
+    /// kernels already built for AVX2 (`avx2_dispatch!` bodies) that apply
+    /// it to a few values at a time, where a call per slice cost more
+    /// than the activation.
+    #[inline(always)]
+    pub(crate) fn apply_inline(self, values: &mut [f32]) {
         apply_all(self, values)
     }
 

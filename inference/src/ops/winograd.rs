@@ -382,11 +382,11 @@ fn transform_outputs(pass: OutputPass, tiling: &Tiling, batch: Batch, oc: usize,
         for (i, row) in block.iter_mut().enumerate() {
             let m: [Lanes; ALPHA] = std::array::from_fn(|j| columns[j][i]);
             *row = output_rows(&m);
-            for lanes in row.iter_mut() {
-                for v in lanes.iter_mut() {
-                    *v = pass.act.apply_one(*v + bias);
-                }
+            let values = row.as_flattened_mut();
+            for v in values.iter_mut() {
+                *v += bias;
             }
+            pass.act.apply_inline(values);
         }
         if pass.out.pool {
             let pooled: [[Lanes; HALF]; HALF] = std::array::from_fn(|i| {

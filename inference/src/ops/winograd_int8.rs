@@ -22,9 +22,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::int8::{
-    for_each_micro_tile, micro_tile, nearest_byte, padded, quantize_row, range_with_zero, MR, NR,
-};
+use super::int8::{for_each_micro_tile, micro_tile, nearest_byte, padded, quantize_row, MR, NR};
 use super::maxpool::window_max;
 use super::winograd::transformed_kernels;
 use super::{avx2_dispatch, conv_input, Activation, SharedMut};
@@ -45,11 +43,11 @@ const TASK_COLUMNS: usize = 4 * NR;
 pub struct QuantizedWinogradConv {
     /// `[POINTS][O padded to MR][C padded to 4]`.
     kernels: Vec<i8>,
-    /// `[POINTS][O padded]`: the f32 value of one step of each int8 row.
-    kernel_steps: Vec<f32>,
-    /// `[POINTS][O padded]`: `ZERO` x the sum of each int8 row, taken off
+    /// `[O padded][POINTS]`: the f32 value of one step of each int8 row.
+    kernel_steps: Vec<[f32; POINTS]>,
+    /// `[O padded][POINTS]`: `ZERO` x the sum of each int8 row, taken off
     /// the products so that the inputs' zero point counts as 0.
-    zero_sums: Vec<i32>,
+    zero_sums: Vec<[i32; POINTS]>,
     bias: Vec<f32>,
     out_channels: usize,
     in_channels: usize,
@@ -70,15 +68,15 @@ impl QuantizedWinogradConv {
         let (transformed, o, c) = transformed_kernels("int8 winograd conv", weight, bias, &G)?;
         let (rows, depth4) = (padded(o, MR), padded(c, 4));
         let mut kernels = vec![0i8; POINTS * rows * depth4];
-        let mut kernel_steps = vec![1f32; POINTS * rows];
-        let mut zero_sums = vec![0i32; POINTS * rows];
+        let mut kernel_steps = vec![[1f32; POINTS]; rows];
+        let mut zero_sums = vec![[0i32; POINTS]; rows];
         for p in 0..POINTS {
             for oc in 0..o {
                 let row = &transformed[(p * o + oc) * c..][..c];
                 let dst = &mut kernels[(p * rows + oc) * depth4..][..c];
                 let (step, sum) = quantize_row(row, dst);
-                kernel_steps[p * rows + oc] = step;
-                zero_sums[p * rows + oc] = ZERO as i32 * sum;
+                kernel_steps[oc][p] = step;
+                zero_sums[oc][p] = ZERO as i32 * sum;
             }
         }
         Ok(Self {
@@ -206,20 +204,28 @@ struct GroupTransform {
     zero_row: Vec<f32>,
     /// `Bᵀ d` of one tile row, `[ALPHA][width]`.
     columns: Vec<Quad>,
-    /// `[POINTS][tiles_x]`: the tile row's transformed values.
+    /// Tile rows transformed before their values are used: enough for
+    /// long loops over them, where one row of a small plane is a few tiles.
+    run_rows: usize,
+    /// `[POINTS][run_rows][tiles_x]`: a run of tile rows' transformed values.
     points: Vec<Quad>,
 }
+
+/// The fewest tiles a run of tile rows holds (unless the plane has fewer).
+const RUN_TILES: usize = 64;
 
 impl GroupTransform {
     fn new(tiling: Tiling) -> Self {
         let width = 2 * tiling.tiles_x + 2;
+        let run_rows = RUN_TILES.div_ceil(tiling.tiles_x).min(tiling.tiles_y);
         Self {
             tiling,
             width,
             padded: vec![[0.0; LANES]; (2 * tiling.tiles_y + 2) * width],
             zero_row: vec![0.0; tiling.w],
             columns: vec![[0.0; LANES]; ALPHA * width],
-            points: vec![[0.0; LANES]; POINTS * tiling.tiles_x],
+            run_rows,
+            points: vec![[0.0; LANES]; POINTS * run_rows * tiling.tiles_x],
         }
     }
 
@@ -252,10 +258,21 @@ impl GroupTransform {
         }
     }
 
-    /// Transforms tile row `ty` of the loaded group into `points`.
+    /// Transforms tile rows `first..first + rows` (at most `run_rows`) of
+    /// the loaded group into `points`.
     #[inline(always)]
-    fn tile_row(&mut self, ty: usize) {
+    fn tile_rows(&mut self, first: usize, rows: usize) {
+        for slot in 0..rows {
+            self.tile_row(first + slot, slot);
+        }
+    }
+
+    /// Transforms tile row `ty` of the loaded group into slot `slot` of
+    /// `points`.
+    #[inline(always)]
+    fn tile_row(&mut self, ty: usize, slot: usize) {
         let (width, n) = (self.width, self.tiling.tiles_x);
+        let stride = self.run_rows * n;
         let rows = &self.padded[2 * ty * width..][..ALPHA * width];
         let d = |r: usize| rows[r * width..][..width].as_flattened();
         let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
@@ -272,11 +289,14 @@ impl GroupTransform {
             *r3 = b - e;
         }
         // Tile t reads column pairs t and t + 1 (even and odd columns).
-        for (i, points) in self.points.chunks_exact_mut(ALPHA * n).enumerate() {
+        for (i, points) in self.points.chunks_exact_mut(ALPHA * stride).enumerate() {
             let r = &self.columns[i * width..][..width];
-            let (v0, rest) = points.split_at_mut(n);
-            let (v1, rest) = rest.split_at_mut(n);
-            let (v2, v3) = rest.split_at_mut(n);
+            let (v0, rest) = points.split_at_mut(stride);
+            let (v1, rest) = rest.split_at_mut(stride);
+            let (v2, v3) = rest.split_at_mut(stride);
+            let at = slot * n..(slot + 1) * n;
+            let (v0, v1) = (&mut v0[at.clone()], &mut v1[at.clone()]);
+            let (v2, v3) = (&mut v2[at.clone()], &mut v3[at]);
             let outs = v0.iter_mut().zip(v1.iter_mut()).zip(v2.iter_mut()).zip(v3);
             let pairs = r.chunks_exact(2).zip(r[2..].chunks_exact(2));
             for ((((v0, v1), v2), v3), (here, next)) in outs.zip(pairs) {
@@ -289,10 +309,11 @@ impl GroupTransform {
         }
     }
 
-    /// Point `p` of the transformed tile row: `tiles_x` words of 4 channels.
-    fn point(&self, p: usize) -> &[f32] {
+    /// Point `p` of the first `rows` transformed tile rows: `tiles_x`
+    /// words of 4 channels each.
+    fn point(&self, p: usize, rows: usize) -> &[f32] {
         let n = self.tiling.tiles_x;
-        self.points[p * n..][..n].as_flattened()
+        self.points[p * self.run_rows * n..][..rows * n].as_flattened()
     }
 }
 
@@ -307,14 +328,36 @@ fn group_largest_body(
     // Plain loops, not a closure: a closure is compiled without the
     // AVX2 twin's target features unless it happens to be inlined.
     transform.load(x, image, group);
-    let mut largest = [0f32; POINTS];
-    for ty in 0..transform.tiling.tiles_y {
-        transform.tile_row(ty);
-        for (p, m) in largest.iter_mut().enumerate() {
-            *m = m.max(largest_magnitude(transform.point(p)));
+    // Eight lanes per point, folded into one only at the end.
+    let mut lanes = [[0f32; 8]; POINTS];
+    for first in (0..transform.tiling.tiles_y).step_by(transform.run_rows) {
+        let rows = transform.run_rows.min(transform.tiling.tiles_y - first);
+        transform.tile_rows(first, rows);
+        for (p, lanes) in lanes.iter_mut().enumerate() {
+            let chunks = transform.point(p, rows).chunks_exact(8);
+            let mut tail = [0f32; 8];
+            tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+            // In a local, which stays in a register; in place in the array,
+            // the comparisons became masked stores, which are slow on AMD.
+            let mut largest = *lanes;
+            for chunk in chunks {
+                largest = larger_magnitudes(largest, chunk.try_into().expect("8"));
+            }
+            *lanes = larger_magnitudes(largest, &tail);
         }
     }
-    largest
+    lanes.map(|lanes| lanes.iter().fold(0f32, |m, v| m.max(*v)))
+}
+
+/// The larger of `lanes` and `|values|`, lane by lane: comparisons, not
+/// `f32::max`, whose NaN handling keeps this from vectorising.
+#[inline(always)]
+fn larger_magnitudes(mut lanes: [f32; 8], values: &[f32; 8]) -> [f32; 8] {
+    for (m, v) in lanes.iter_mut().zip(values) {
+        let v = v.abs();
+        *m = if v > *m { v } else { *m };
+    }
+    lanes
 }
 
 avx2_dispatch!(fn group_largest(
@@ -323,13 +366,6 @@ avx2_dispatch!(fn group_largest(
     image: usize,
     group: usize,
 ) -> [f32; POINTS] = group_largest_body);
-
-/// The largest `|v|` (0 for none).
-#[inline(always)]
-fn largest_magnitude(values: &[f32]) -> f32 {
-    let (lo, hi) = range_with_zero(values);
-    hi.max(-lo)
-}
 
 /// `v` (within ±127) rounded to the nearest integer, plus `ZERO`, as a byte.
 #[inline(always)]
@@ -363,8 +399,9 @@ impl QuantizedWinogradConv {
     }
 
     /// The quantized transformed inputs of every image `steps` has,
-    /// `[POINTS][C / 4][columns][4]`:
-    /// for each point, the 4 channels `vpdpbusd` sums, for each tile.
+    /// `[POINTS][columns / NR][C / 4][NR][4]`: for each point and each
+    /// panel of `NR` tiles, the 4 channels `vpdpbusd` sums, for each tile,
+    /// so that a micro-tile reads one stretch of memory.
     fn packed_inputs(
         &self,
         x: &[f32],
@@ -374,8 +411,8 @@ impl QuantizedWinogradConv {
     ) -> Vec<u8> {
         let groups = padded(self.in_channels, LANES) / LANES;
         let target = PackTarget {
-            point_len: groups * columns * LANES,
-            columns,
+            groups,
+            panels: columns / NR,
             per_image: tiling.per_image(),
             tiles: steps.len() * tiling.per_image(),
         };
@@ -383,7 +420,7 @@ impl QuantizedWinogradConv {
         // the image's tiles, every point (`pack_group`); the image-0 task
         // also writes the group's padding columns.
         unsafe {
-            super::filled(POINTS * target.point_len, |packed| {
+            super::filled(POINTS * target.panels * groups * NR * LANES, |packed| {
                 (0..steps.len() * groups).into_par_iter().for_each_init(
                     || GroupTransform::new(*tiling),
                     |transform, job| {
@@ -400,12 +437,18 @@ impl QuantizedWinogradConv {
 /// The shape of the packed inputs.
 #[derive(Clone, Copy)]
 struct PackTarget {
-    /// Bytes per point.
-    point_len: usize,
-    columns: usize,
+    groups: usize,
+    panels: usize,
     per_image: usize,
     /// Tiles of all images (the columns after them are padding).
     tiles: usize,
+}
+
+impl PackTarget {
+    /// Where the word of `column` (a tile) of `group` for point `p` lies.
+    fn word(&self, p: usize, group: usize, column: usize) -> usize {
+        (((p * self.panels + column / NR) * self.groups + group) * NR + column % NR) * LANES
+    }
 }
 
 /// Quantizes the transformed inputs of channels `4 group..4 group + 4` of
@@ -427,21 +470,30 @@ unsafe fn pack_group_body(
     let n = transform.tiling.tiles_x;
     let inverse = steps.map(|s| 1.0 / s);
     transform.load(x, image, group);
-    let group_start = group * target.columns + image * target.per_image;
-    for ty in 0..transform.tiling.tiles_y {
-        transform.tile_row(ty);
+    for first in (0..transform.tiling.tiles_y).step_by(transform.run_rows) {
+        let rows = transform.run_rows.min(transform.tiling.tiles_y - first);
+        transform.tile_rows(first, rows);
+        let start = image * target.per_image + first * n;
         for (p, inverse) in inverse.iter().enumerate() {
-            let at = p * target.point_len + (group_start + ty * n) * LANES;
-            let dst = packed.part(at, n * LANES);
-            for (q, v) in dst.iter_mut().zip(transform.point(p)) {
-                q.write(to_byte((v * inverse).clamp(-127.0, 127.0)));
+            let mut values = transform.point(p, rows);
+            let mut column = start;
+            // Panel by panel: the run's tiles in each are one stretch.
+            while !values.is_empty() {
+                let len = (NR - column % NR).min(values.len() / LANES);
+                let dst = packed.part(target.word(p, group, column), len * LANES);
+                for (q, v) in dst.iter_mut().zip(&values[..len * LANES]) {
+                    q.write(to_byte((v * inverse).clamp(-127.0, 127.0)));
+                }
+                values = &values[len * LANES..];
+                column += len;
             }
         }
     }
-    if image == 0 {
+    // The padding columns, all in the last panel.
+    if image == 0 && target.tiles < target.panels * NR {
+        let padding = target.panels * NR - target.tiles;
         for p in 0..POINTS {
-            let at = p * target.point_len + (group * target.columns + target.tiles) * LANES;
-            for byte in packed.part(at, (target.columns - target.tiles) * LANES) {
+            for byte in packed.part(target.word(p, group, target.tiles), padding * LANES) {
                 byte.write(ZERO);
             }
         }
@@ -457,6 +509,13 @@ avx2_dispatch!(unsafe fn pack_group(
     image: usize,
     group: usize,
 ) -> () = pack_group_body);
+
+/// A micro-tile's products, `[MR][POINTS][NR]`: each output channel's
+/// sums in one stretch.
+type Sums = [[[i32; NR]; POINTS]; MR];
+
+/// The input step of each of a micro-tile's `NR` tiles, per point.
+type PanelSteps = [[f32; NR]; POINTS];
 
 /// Where a tile's output block goes.
 #[derive(Clone, Copy, Default)]
@@ -487,8 +546,8 @@ struct OutputPass<'a> {
     tiles: usize,
     columns: usize,
     packed: &'a [u8],
-    /// `[POINTS][columns]`: the input step of each tile's image.
-    column_steps: Vec<f32>,
+    /// Per micro-tile of columns: the input step of each tile's image.
+    column_steps: Vec<PanelSteps>,
     /// The layer's output, `[N, O, H, W]` (pooled: `[N, O, H / 2, W / 2]`).
     out: SharedMut,
 }
@@ -500,71 +559,71 @@ fn output_tile_body(
     pass: &OutputPass,
     rb: usize,
     col: usize,
-    acc: &mut [i32],
+    acc: &mut Sums,
 ) {
     let o = conv.out_channels;
     let rows = padded(o, MR);
     let depth4 = padded(conv.in_channels, 4);
-    let point_len = depth4 * pass.columns;
+    let panel_len = depth4 * NR;
+    let panel = (col / NR) * panel_len;
+    let point_len = pass.columns * depth4;
+    let sums = acc.as_mut_ptr().cast::<i32>();
     for p in 0..POINTS {
-        // SAFETY: `acc` holds POINTS x MR x NR values; the patches hold
-        // columns col..col + NR (columns is a multiple of NR).
+        // SAFETY: `acc` holds MR rows of POINTS x NR values, point p's at
+        // p x NR in each; the panel holds the micro-tile's NR columns.
         unsafe {
             micro_tile(
                 &conv.kernels[(p * rows + rb * MR) * depth4..][..MR * depth4],
-                &pass.packed[p * point_len..][..point_len],
+                &pass.packed[p * point_len + panel..][..panel_len],
                 depth4,
-                pass.columns,
-                col,
-                acc.as_mut_ptr().add(p * MR * NR),
                 NR,
+                0,
+                sums.add(p * NR),
+                POINTS * NR,
             )
         };
     }
     // Tiles of this micro-tile (the rest of its columns are padding).
     let count = pass.tiles.saturating_sub(col).min(NR);
-    let mut m = [[0f32; NR]; POINTS];
-    for r in 0..MR.min(o.saturating_sub(rb * MR)) {
+    let steps = &pass.column_steps[col / NR];
+    for (r, sums) in acc
+        .iter()
+        .enumerate()
+        .take(MR.min(o.saturating_sub(rb * MR)))
+    {
         let oc = rb * MR + r;
-        for (p, m) in m.iter_mut().enumerate() {
-            let step = conv.kernel_steps[p * rows + oc];
-            let zero = conv.zero_sums[p * rows + oc];
-            let sums: &[i32; NR] = acc[(p * MR + r) * NR..][..NR].try_into().expect("NR");
-            let steps: &[f32; NR] = pass.column_steps[p * pass.columns + col..][..NR]
-                .try_into()
-                .expect("NR");
-            // In eights: written as one loop of 32, it was unrolled into
-            // scalar code before it could be vectorised.
-            for ((m, sums), steps) in m
-                .chunks_exact_mut(8)
-                .zip(sums.chunks_exact(8))
-                .zip(steps.chunks_exact(8))
-            {
-                let lanes: [f32; 8] =
-                    std::array::from_fn(|l| (sums[l] - zero) as f32 * (step * steps[l]));
-                m.copy_from_slice(&lanes);
-            }
-        }
-        // Aᵀ m: two rows of four.
-        let mut half = [[[0f32; NR]; ALPHA]; BLOCK];
-        for k in 0..ALPHA {
-            let (m0, m1, m2, m3) = (&m[k], &m[ALPHA + k], &m[2 * ALPHA + k], &m[3 * ALPHA + k]);
-            for j in 0..NR {
-                half[0][k][j] = m0[j] + m1[j] + m2[j];
-                half[1][k][j] = m1[j] - m2[j] - m3[j];
-            }
-        }
-        // (Aᵀ m) A, bias and activation: the 2x2 blocks, row by row.
         let bias = conv.bias[oc];
+        let (kernel_steps, zeros) = (&conv.kernel_steps[oc], &conv.zero_sums[oc]);
         let mut block = [[0f32; NR]; BLOCK * BLOCK];
-        for (a, t) in half.iter().enumerate() {
-            let (left, right) = block[a * BLOCK..].split_at_mut(1);
-            for j in 0..NR {
-                left[0][j] = t[0][j] + t[1][j] + t[2][j] + bias;
-                right[0][j] = t[1][j] - t[2][j] - t[3][j] + bias;
+        // Eight tiles at a time, one column k of the tile at a time: its
+        // four points m back in f32, then their two rows of Aᵀ m. Few
+        // enough values at once to stay in registers.
+        for j in (0..NR).step_by(8) {
+            let mut half = [[[0f32; 8]; BLOCK]; ALPHA];
+            for (k, half) in half.iter_mut().enumerate() {
+                let mut m = [[0f32; 8]; ALPHA];
+                for (i, m) in m.iter_mut().enumerate() {
+                    let p = i * ALPHA + k;
+                    let (step, zero) = (kernel_steps[p], zeros[p]);
+                    for l in 0..8 {
+                        m[l] = (sums[p][j + l] - zero) as f32 * (step * steps[p][j + l]);
+                    }
+                }
+                for l in 0..8 {
+                    half[0][l] = m[0][l] + m[1][l] + m[2][l];
+                    half[1][l] = m[1][l] - m[2][l] - m[3][l];
+                }
+            }
+            // (Aᵀ m) A and the bias: the 2x2 blocks, row by row.
+            for a in 0..BLOCK {
+                let t = [half[0][a], half[1][a], half[2][a], half[3][a]];
+                for l in 0..8 {
+                    block[a * BLOCK][j + l] = t[0][l] + t[1][l] + t[2][l] + bias;
+                    block[a * BLOCK + 1][j + l] = t[1][l] - t[2][l] - t[3][l] + bias;
+                }
             }
         }
-        conv.act.apply_slice(block.as_flattened_mut());
+        conv.act.apply_inline(block.as_flattened_mut());
         if pass.pool {
             write_pooled(&block, pass, o, oc, col, count);
             continue;
@@ -636,7 +695,7 @@ avx2_dispatch!(fn output_tile(
     pass: &OutputPass,
     rb: usize,
     col: usize,
-    acc: &mut [i32],
+    acc: &mut Sums,
 ) -> () = output_tile_body);
 
 impl CustomOp1 for QuantizedWinogradOp<'_> {
@@ -663,10 +722,10 @@ impl CustomOp1 for QuantizedWinogradOp<'_> {
         let columns = padded(tiles, NR);
         let steps = conv.input_steps(x, &tiling, n);
         let packed = conv.packed_inputs(x, &tiling, &steps, columns);
-        let mut column_steps = vec![1f32; POINTS * columns];
-        for (p, row) in column_steps.chunks_exact_mut(columns).enumerate() {
-            for (tile, s) in row[..tiles].iter_mut().enumerate() {
-                *s = steps[tile / tiling.per_image()][p];
+        let mut column_steps = vec![[[1f32; NR]; POINTS]; columns / NR];
+        for tile in 0..tiles {
+            for p in 0..POINTS {
+                column_steps[tile / NR][p][tile % NR] = steps[tile / tiling.per_image()][p];
             }
         }
         // SAFETY: every output pixel lies in one tile (pooled: the even
@@ -694,7 +753,7 @@ impl CustomOp1 for QuantizedWinogradOp<'_> {
                     o,
                     columns,
                     TASK_COLUMNS,
-                    || vec![0i32; POINTS * MR * NR],
+                    || Box::new([[[0i32; NR]; POINTS]; MR]),
                     |acc, rb, col| output_tile(conv, &pass, rb, col, acc),
                 );
             })
