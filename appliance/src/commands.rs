@@ -47,11 +47,10 @@ pub fn detect(args: DetectArgs) -> anyhow::Result<()> {
         "--min-score must be between 0 and 1"
     );
     vigil_ingest::init().context("initialising ffmpeg")?;
-    if args.precision == vigil_inference::Precision::Int8 && !vigil_inference::ops::int8::has_vnni()
+    if args.precision == vigil_inference::Precision::Int8
+        && !vigil_inference::ops::int8::int8_kernel().is_fast()
     {
-        tracing::warn!(
-            "this CPU lacks AVX-512 VNNI: int8 runs a portable kernel, far slower than f32"
-        );
+        tracing::warn!("this CPU lacks AVX2: int8 runs a portable kernel, far slower than f32");
     }
     let mut detector = ModelRegistry::from_env()
         .load_as(&args.model, &Device::Cpu, args.precision)

@@ -136,11 +136,17 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
     let device = vigil_inference::select_device(config.detector.device.get_ref())?;
     let precision = *config.detector.precision.get_ref();
     match precision {
-        vigil_inference::Precision::Int8 if !vigil_inference::ops::int8::has_vnni() => {
-            anyhow::bail!(
-                "detector.precision = \"int8\" needs a CPU with AVX-512 VNNI, which this one lacks \
-                 (the portable int8 kernel is far slower than f32); use \"f32\""
-            )
+        vigil_inference::Precision::Int8 => {
+            let kernel = vigil_inference::ops::int8::int8_kernel();
+            anyhow::ensure!(
+                kernel.is_fast(),
+                "detector.precision = \"int8\" needs an x86-64 CPU with AVX2 (or AVX-512 VNNI), \
+                 which this one lacks (the portable int8 kernel is far slower than f32); use \"f32\""
+            );
+            tracing::info!(
+                kernel = kernel.name(),
+                "int8 convolutions: kernel picked for this CPU"
+            );
         }
         vigil_inference::Precision::F16 | vigil_inference::Precision::Bf16 if device.is_cpu() => {
             // Our fused CPU kernels are f32 (and int8); half precision falls back to generic ones.
@@ -230,12 +236,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
     detector.set_score_threshold(floor);
     let analysis_stats = Arc::new(AnalysisStats::default());
     let batch_latency = BatchLatency::default();
-    let model = ModelSummary {
-        model: config.detector.model.clone(),
-        precision: format!("{precision:?}").to_lowercase(),
-        device: if device.is_cpu() { "cpu" } else { "cuda" }.to_string(),
-        max_batch,
-    };
+    let model = ModelSummary::new(config, precision, &device);
     let analyser = Analyser {
         detector,
         cameras,
@@ -432,8 +433,26 @@ struct DirectoryEntry {
 struct ModelSummary {
     model: String,
     precision: String,
+    int8_kernel: Option<String>,
     device: String,
     max_batch: usize,
+}
+
+impl ModelSummary {
+    fn new(
+        config: &Config,
+        precision: vigil_inference::Precision,
+        device: &candle_core::Device,
+    ) -> Self {
+        Self {
+            model: config.detector.model.clone(),
+            precision: format!("{precision:?}").to_lowercase(),
+            int8_kernel: (precision == vigil_inference::Precision::Int8)
+                .then(|| vigil_inference::ops::int8::int8_kernel().name().to_string()),
+            device: if device.is_cpu() { "cpu" } else { "cuda" }.to_string(),
+            max_batch: *config.detector.max_batch.get_ref(),
+        }
+    }
 }
 
 /// What the HTTP server may see of the running pipeline.
@@ -466,6 +485,7 @@ impl vigil_web_ui::Pipeline for PipelineView {
         InferenceStats {
             model: self.model.model.clone(),
             precision: self.model.precision.clone(),
+            int8_kernel: self.model.int8_kernel.clone(),
             device: self.model.device.clone(),
             max_batch: self.model.max_batch,
             frames: s.frames.load(Ordering::Relaxed),
@@ -491,5 +511,32 @@ impl vigil_web_ui::Pipeline for PipelineView {
             ConfigUpdateError::Invalid(m) => ConfigRejected::Invalid(m),
             other => ConfigRejected::Unavailable(other.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use vigil_inference::ops::int8::int8_kernel;
+    use vigil_inference::Precision;
+
+    use super::*;
+
+    /// The stats name the int8 kernel the products run on, and only in int8.
+    #[test]
+    fn the_model_summary_names_the_int8_kernel() {
+        let config = Config::parse(
+            "[storage]\npath = \"db\"\n[[cameras]]\nid = \"a\"\nurl = \"file:///a.mp4\"\n",
+            Path::new("vigil.toml"),
+        )
+        .unwrap();
+        let cpu = candle_core::Device::Cpu;
+        let int8 = ModelSummary::new(&config, Precision::Int8, &cpu);
+        assert_eq!(int8.precision, "int8");
+        assert_eq!(int8.int8_kernel.as_deref(), Some(int8_kernel().name()));
+        let f32 = ModelSummary::new(&config, Precision::F32, &cpu);
+        assert_eq!((f32.precision.as_str(), f32.int8_kernel), ("f32", None));
+        assert_eq!(f32.max_batch, 4);
     }
 }

@@ -10,7 +10,8 @@
 //! On a GPU build (`--features cuda`): `VIGIL_BENCH_DEVICE=cuda`
 //! (precisions f32,f16,bf16; batches 1..64). Override with
 //! `VIGIL_BENCH_MODELS`, `VIGIL_BENCH_PRECISIONS=f32,f16` and
-//! `VIGIL_BENCH_BATCHES=1,8`. The YOLOv8/11 models carry synthetic weights
+//! `VIGIL_BENCH_BATCHES=1,8`; `VIGIL_INT8_KERNEL=avx2` times int8 as a CPU
+//! without AVX-512 VNNI runs it. The YOLOv8/11 models carry synthetic weights
 //! (no pretrained ones can be fetched): same computation, no agreement check.
 //! The anchor needs a Python with `opencv-python-headless==4.10.0.84`
 //! (`VIGIL_OPENCV_PYTHON`, default `python3`); without it the ratio is skipped.
@@ -138,7 +139,10 @@ fn main() {
         .map(|(w, h, rgb)| ImageView::new(*w, *h, rgb).unwrap())
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("# Detector throughput on {device_spec} ({threads} CPU threads)\n");
+    println!(
+        "# Detector throughput on {device_spec} ({threads} CPU threads, int8 kernel: {})\n",
+        vigil_inference::ops::int8::int8_kernel().name()
+    );
     println!("| model | precision | batch | ms per batch (median) | ms per frame | frames/s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut notes = Vec::new();

@@ -65,7 +65,8 @@ export function show(root) {
       charts.cams.draw([...history.cams].map(([name, values]) => ({ name, values })));
       const i = s.inference;
       const u = s.storage.usage;
-      const rows = [["Model", `${i.model} (${i.precision} on ${i.device}, batches of up to ${i.max_batch})`],
+      const precision = i.int8_kernel ? `${i.precision}, ${i.int8_kernel} kernel` : i.precision;
+      const rows = [["Model", `${i.model} (${precision} on ${i.device}, batches of up to ${i.max_batch})`],
         ["Model errors", i.errors], ["Events opened", i.events_opened],
         ["Stored", `${u.events} events · ${u.detections} detections · ${u.minute_counts} minute counts`],
         ["Disk", `${bytes(u.database_bytes)} database · ${bytes(u.hot_bytes)} hot store`],

@@ -29,6 +29,9 @@ const ANCHOR_TIME: Duration = Duration::from_secs(8);
 pub struct Settings {
     pub model: String,
     pub precision: Precision,
+    /// With int8: the CPU kernel its products run on (`vnni`, `avx2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8_kernel: Option<&'static str>,
     pub device: String,
     pub hwaccel: HwAccel,
     pub max_batch: usize,
@@ -54,6 +57,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let settings = Settings {
         model: args.model.clone(),
         precision: args.precision,
+        int8_kernel: (args.precision == Precision::Int8)
+            .then(|| vigil_inference::ops::int8::int8_kernel().name()),
         device: args.device.clone(),
         hwaccel: args.hwaccel,
         max_batch: args.max_batch,

@@ -82,7 +82,10 @@ impl Report {
             },
             format!("{:?}", s.hwaccel).to_lowercase(),
             s.model,
-            format!("{:?}", s.precision).to_lowercase(),
+            match s.int8_kernel {
+                Some(kernel) => format!("int8 ({kernel} kernel)"),
+                None => format!("{:?}", s.precision).to_lowercase(),
+            },
             s.device,
             s.max_batch,
             s.duration_seconds,

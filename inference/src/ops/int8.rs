@@ -1,8 +1,10 @@
 //! INT8 convolution: weights quantized per output channel (symmetric,
 //! int8), activations per image and layer (asymmetric, uint8, range taken
 //! from the data), products summed in int32 by AVX-512 VNNI's `vpdpbusd`
-//! (64 multiply-adds per instruction, four times an f32 FMA), then scaled
-//! back to f32 with the bias and activation as each micro-tile is written.
+//! (64 multiply-adds per instruction, four times an f32 FMA) or, on CPUs
+//! without it, AVX2's `vpmaddubsw` (weights then get 7 bits: see
+//! [`Int8Kernel`]), then scaled back to f32 with the bias and activation as
+//! each micro-tile is written.
 //! 3x3 stride-1 layers go through Winograd instead (`ops::winograd_int8`),
 //! which shares this file's micro-kernel.
 //!
@@ -68,14 +70,16 @@ pub(super) fn padded(n: usize, to: usize) -> usize {
 }
 
 /// Quantizes one output channel's weights into `out` (symmetric int8, the
-/// largest magnitude at 127); returns the f32 value of one step and the sum
-/// of the int8 weights (for the inputs' zero point).
+/// largest magnitude at the running kernel's `weight_limit`); returns the
+/// f32 value of one step and the sum of the int8 weights (for the inputs'
+/// zero point).
 pub(super) fn quantize_row(row: &[f32], out: &mut [i8]) -> (f32, i32) {
+    let limit = int8_kernel().weight_limit() as f32;
     let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let step = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let step = if max > 0.0 { max / limit } else { 1.0 };
     let mut sum = 0i32;
     for (q, v) in out.iter_mut().zip(row) {
-        *q = (v / step).round().clamp(-127.0, 127.0) as i8;
+        *q = (v / step).round().clamp(-limit, limit) as i8;
         sum += *q as i32;
     }
     (step, sum)
@@ -449,7 +453,8 @@ impl QuantizedConv {
 
 /// `MR` rows x `NR` columns of the product `weights` (`MR` rows of
 /// `depth4`) x `patches` (`[depth4 / 4][columns][4]`), from column `col`;
-/// written to `out`, `MR` rows of `NR` i32s `out_stride` apart.
+/// written to `out`, `MR` rows of `NR` i32s `out_stride` apart. The
+/// weights must lie within the kernel's `weight_limit`.
 ///
 /// # Safety
 /// `out` must be valid for those writes, and no other thread may touch
@@ -463,11 +468,41 @@ pub(super) unsafe fn micro_tile(
     out: *mut i32,
     out_stride: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if use_vnni() {
-        return vnni::micro_tile(weights, patches, depth4, columns, col, out, out_stride);
+    micro_tile_by(
+        int8_kernel(),
+        weights,
+        patches,
+        depth4,
+        columns,
+        col,
+        out,
+        out_stride,
+    )
+}
+
+/// [`micro_tile`] with the given kernel, which this CPU must run.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_tile_by(
+    kernel: Int8Kernel,
+    weights: &[i8],
+    patches: &[u8],
+    depth4: usize,
+    columns: usize,
+    col: usize,
+    out: *mut i32,
+    out_stride: usize,
+) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Vnni => {
+            vnni::micro_tile(weights, patches, depth4, columns, col, out, out_stride)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => {
+            avx2::micro_tile(weights, patches, depth4, columns, col, out, out_stride)
+        }
+        _ => micro_tile_scalar(weights, patches, depth4, columns, col, out, out_stride),
     }
-    micro_tile_scalar(weights, patches, depth4, columns, col, out, out_stride)
 }
 
 /// The portable version: the same sums in plain loops over fixed-size
@@ -498,24 +533,94 @@ unsafe fn micro_tile_scalar(
     }
 }
 
-/// Whether the VNNI kernel runs: the CPU has it and `VIGIL_INT8_PORTABLE`
-/// (for measuring the portable kernel) is not set.
-fn use_vnni() -> bool {
-    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *USE.get_or_init(|| has_vnni() && std::env::var_os("VIGIL_INT8_PORTABLE").is_none())
+/// The int8 dot-product kernel a process runs, picked once (the weights
+/// are quantized for it when a model loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX-512 VNNI's `vpdpbusd`: 64 multiply-adds per instruction.
+    Vnni,
+    /// AVX2's `vpmaddubsw`, `vpmaddwd` and `vpaddd`: 32 multiply-adds per
+    /// three instructions, on the x86-64 CPUs without VNNI (most edge
+    /// boxes: Intel Core before Ice Lake, Atom and N-series, AMD before Zen 4).
+    Avx2,
+    /// Plain loops; far slower than f32, for checking the others.
+    Portable,
 }
 
-/// Whether this CPU has the int8 dot-product instructions the fast path uses.
-pub fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512f")
+impl Int8Kernel {
+    /// The largest int8 weight the kernel sums exactly. `vpmaddubsw` adds
+    /// two uint8 x int8 products in a saturating int16: 2 x 255 x 63 fits,
+    /// 2 x 255 x 127 does not, so AVX2 gives weights 7 bits.
+    pub fn weight_limit(self) -> i8 {
+        match self {
+            Int8Kernel::Avx2 => 63,
+            Int8Kernel::Vnni | Int8Kernel::Portable => 127,
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Whether int8 is faster than f32 with this kernel.
+    pub fn is_fast(self) -> bool {
+        self != Int8Kernel::Portable
     }
+
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Self {
+        Self::supported()[0]
+    }
+
+    /// The kernels this CPU runs, fastest first.
+    pub fn supported() -> Vec<Self> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                kernels.push(Int8Kernel::Vnni);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Int8Kernel::Avx2);
+            }
+        }
+        kernels.push(Int8Kernel::Portable);
+        kernels
+    }
+
+    /// Its name in `VIGIL_INT8_KERNEL`, the stats and the logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Vnni => "vnni",
+            Int8Kernel::Avx2 => "avx2",
+            Int8Kernel::Portable => "portable",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [Int8Kernel::Vnni, Int8Kernel::Avx2, Int8Kernel::Portable]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// The kernel this process runs: the CPU's best, or the one
+/// `VIGIL_INT8_KERNEL` (`vnni`, `avx2` or `portable`) names, for measuring
+/// and testing a slower one on a fast CPU.
+pub fn int8_kernel() -> Int8Kernel {
+    static KERNEL: std::sync::OnceLock<Int8Kernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let Some(name) = std::env::var_os("VIGIL_INT8_KERNEL") else {
+            return Int8Kernel::best();
+        };
+        let name = name.to_string_lossy();
+        match Int8Kernel::parse(&name) {
+            Some(kernel) if Int8Kernel::supported().contains(&kernel) => kernel,
+            _ => {
+                let best = Int8Kernel::best();
+                tracing::warn!(requested = %name, using = ?best, "VIGIL_INT8_KERNEL: not a kernel this CPU runs");
+                best
+            }
+        }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -557,15 +662,72 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// Rows and 8-column vectors per pass: 8 accumulators, with the two
+    /// input vectors, the weights and the temporaries, fit AVX2's 16
+    /// registers.
+    const ROWS: usize = 4;
+    const VECTORS: usize = 2;
+
+    /// The product in `MR / ROWS` x `NR / (8 * VECTORS)` passes; each
+    /// multiply-add is `vpmaddubsw` (pairs of uint8 x int8 into int16,
+    /// exact for weights within ±63) then `vpmaddwd` by ones (pairs into
+    /// int32).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn micro_tile(
+        weights: &[i8],
+        patches: &[u8],
+        depth4: usize,
+        columns: usize,
+        col: usize,
+        out: *mut i32,
+        out_stride: usize,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let b_base = patches.as_ptr();
+        let w_base = weights.as_ptr();
+        for first_row in (0..MR).step_by(ROWS) {
+            for first_col in (0..NR).step_by(8 * VECTORS) {
+                let mut acc = [[_mm256_setzero_si256(); VECTORS]; ROWS];
+                for g in 0..depth4 / 4 {
+                    let b = b_base.add((g * columns + col + first_col) * 4);
+                    let mut inputs = [_mm256_setzero_si256(); VECTORS];
+                    for (v, input) in inputs.iter_mut().enumerate() {
+                        *input = _mm256_loadu_si256(b.add(32 * v) as *const _);
+                    }
+                    for (r, lanes) in acc.iter_mut().enumerate() {
+                        let w = w_base.add((first_row + r) * depth4 + g * 4);
+                        let a = _mm256_set1_epi32((w as *const i32).read_unaligned());
+                        for (lane, input) in lanes.iter_mut().zip(&inputs) {
+                            let pairs = _mm256_maddubs_epi16(*input, a);
+                            *lane = _mm256_add_epi32(*lane, _mm256_madd_epi16(pairs, ones));
+                        }
+                    }
+                }
+                for (r, lanes) in acc.iter().enumerate() {
+                    let dst = out.add((first_row + r) * out_stride + first_col);
+                    for (v, lane) in lanes.iter().enumerate() {
+                        _mm256_storeu_si256(dst.add(8 * v) as *mut _, *lane);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Close to the f32 convolution (quantization error only), and the fast
-    /// kernel gives exactly the portable one's sums.
+    /// Close to the f32 convolution (quantization error only).
     #[test]
-    fn close_to_f32_and_kernels_agree() -> candle_core::Result<()> {
+    fn close_to_f32() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         // 3x3 and 1x1, stride 1 and 2, tap counts not a multiple of 4.
         for (c, k, stride, padding, h, w) in [
@@ -610,35 +772,57 @@ mod tests {
             .forward(&Tensor::ones((1, 3, 2, 2), candle_core::DType::F32, &dev)?)
             .is_err());
 
-        let wt = Tensor::randn(0f32, 0.2, (10, 6, 3, 3), &dev)?;
-        let b = Tensor::zeros(10, candle_core::DType::F32, &dev)?;
-        let q = QuantizedConv::new(&wt, &b, 1, 1, Activation::None)?;
-
-        let depth4 = q.weight.len() / padded(10, MR);
-        let patches: Vec<u8> = (0..depth4 * 64).map(|i| (i * 37 % 256) as u8).collect();
-        let mut fast = vec![0i32; MR * 64];
-        let mut slow = vec![0i32; MR * 64];
-        unsafe {
-            micro_tile(
-                &q.weight,
-                &patches,
-                depth4,
-                64,
-                32,
-                fast.as_mut_ptr().add(32),
-                64,
-            );
-            micro_tile_scalar(
-                &q.weight,
-                &patches,
-                depth4,
-                64,
-                32,
-                slow.as_mut_ptr().add(32),
-                64,
-            );
-        }
-        assert_eq!(fast, slow);
         Ok(())
+    }
+
+    /// Every kernel this CPU runs gives exactly the portable kernel's sums,
+    /// with weights at its limit and inputs at 255 (where AVX2's 16-bit
+    /// pair sums would saturate if the limit were wrong).
+    #[test]
+    fn kernels_sum_exactly() {
+        let depth4 = 76;
+        let mut seed = 12345u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            seed >> 8
+        };
+        for kernel in Int8Kernel::supported() {
+            let limit = kernel.weight_limit() as i32;
+            let mut weights: Vec<i8> = (0..MR * depth4)
+                .map(|_| (next() as i32 % (2 * limit + 1) - limit) as i8)
+                .collect();
+            let mut patches: Vec<u8> = (0..depth4 * 64).map(|_| next() as u8).collect();
+            // Row 0 all at +limit, row 1 all at -limit, over inputs of 255.
+            weights[..depth4].fill(limit as i8);
+            weights[depth4..2 * depth4].fill(-limit as i8);
+            for group in patches.chunks_exact_mut(64 * 4) {
+                group[32 * 4..33 * 4].fill(255);
+            }
+            let mut fast = vec![0i32; MR * 64];
+            let mut slow = vec![0i32; MR * 64];
+            unsafe {
+                micro_tile_by(
+                    kernel,
+                    &weights,
+                    &patches,
+                    depth4,
+                    64,
+                    32,
+                    fast.as_mut_ptr().add(32),
+                    64,
+                );
+                micro_tile_scalar(
+                    &weights,
+                    &patches,
+                    depth4,
+                    64,
+                    32,
+                    slow.as_mut_ptr().add(32),
+                    64,
+                );
+            }
+            assert_eq!(fast, slow, "{kernel:?}");
+            assert_eq!(slow[32], 255 * limit * depth4 as i32, "{kernel:?}");
+        }
     }
 }
