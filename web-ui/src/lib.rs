@@ -71,7 +71,8 @@ pub struct InferenceStats {
     pub model: String,
     pub precision: String,
     /// With int8 precision: the CPU kernel its products run on (`vnni` for
-    /// AVX-512 VNNI, `avx2`), which sets how much faster than f32 it is.
+    /// AVX-512 VNNI, `avxvnni`, `avx2`), which sets how much faster than f32
+    /// it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub int8_kernel: Option<String>,
     pub device: String,

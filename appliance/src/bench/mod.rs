@@ -29,7 +29,7 @@ const ANCHOR_TIME: Duration = Duration::from_secs(8);
 pub struct Settings {
     pub model: String,
     pub precision: Precision,
-    /// With int8: the CPU kernel its products run on (`vnni`, `avx2`).
+    /// With int8: the CPU kernel its products run on (`vnni`, `avxvnni`, `avx2`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub int8_kernel: Option<&'static str>,
     pub device: String,

@@ -2,9 +2,9 @@
 //! int8), activations per image and layer (asymmetric, uint8, range taken
 //! from the data), products summed in int32 by AVX-512 VNNI's `vpdpbusd`
 //! (64 multiply-adds per instruction, four times an f32 FMA) or, on CPUs
-//! without it, AVX2's `vpmaddubsw` (weights then get 7 bits: see
-//! [`Int8Kernel`]), then scaled back to f32 with the bias and activation as
-//! each micro-tile is written.
+//! without AVX-512, AVX-VNNI's 256-bit `vpdpbusd` or AVX2's `vpmaddubsw`
+//! (weights then get 7 bits: see [`Int8Kernel`]), then scaled back to f32
+//! with the bias and activation as each micro-tile is written.
 //! 3x3 stride-1 layers go through Winograd instead (`ops::winograd_int8`),
 //! which shares this file's micro-kernel.
 //!
@@ -498,9 +498,11 @@ unsafe fn micro_tile_by(
             vnni::micro_tile(weights, patches, depth4, columns, col, out, out_stride)
         }
         #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx2 => {
-            avx2::micro_tile(weights, patches, depth4, columns, col, out, out_stride)
+        Int8Kernel::AvxVnni => {
+            ymm::avx_vnni(weights, patches, depth4, columns, col, out, out_stride)
         }
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => ymm::avx2(weights, patches, depth4, columns, col, out, out_stride),
         _ => micro_tile_scalar(weights, patches, depth4, columns, col, out, out_stride),
     }
 }
@@ -539,9 +541,13 @@ unsafe fn micro_tile_scalar(
 pub enum Int8Kernel {
     /// AVX-512 VNNI's `vpdpbusd`: 64 multiply-adds per instruction.
     Vnni,
+    /// AVX-VNNI's `vpdpbusd` on 256 bits, 32 multiply-adds per
+    /// instruction: Intel from Alder Lake (Core 12th generation, N100) on,
+    /// AMD from Zen 5, without AVX-512.
+    AvxVnni,
     /// AVX2's `vpmaddubsw`, `vpmaddwd` and `vpaddd`: 32 multiply-adds per
-    /// three instructions, on the x86-64 CPUs without VNNI (most edge
-    /// boxes: Intel Core before Ice Lake, Atom and N-series, AMD before Zen 4).
+    /// three instructions, on x86-64 CPUs without either VNNI (Intel Core
+    /// before Ice Lake, older Atoms, AMD before Zen 4).
     Avx2,
     /// Plain loops; far slower than f32, for checking the others.
     Portable,
@@ -554,7 +560,7 @@ impl Int8Kernel {
     pub fn weight_limit(self) -> i8 {
         match self {
             Int8Kernel::Avx2 => 63,
-            Int8Kernel::Vnni | Int8Kernel::Portable => 127,
+            Int8Kernel::Vnni | Int8Kernel::AvxVnni | Int8Kernel::Portable => 127,
         }
     }
 
@@ -578,6 +584,11 @@ impl Int8Kernel {
             {
                 kernels.push(Int8Kernel::Vnni);
             }
+            if std::arch::is_x86_feature_detected!("avxvnni")
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                kernels.push(Int8Kernel::AvxVnni);
+            }
             if std::arch::is_x86_feature_detected!("avx2") {
                 kernels.push(Int8Kernel::Avx2);
             }
@@ -590,20 +601,26 @@ impl Int8Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Int8Kernel::Vnni => "vnni",
+            Int8Kernel::AvxVnni => "avxvnni",
             Int8Kernel::Avx2 => "avx2",
             Int8Kernel::Portable => "portable",
         }
     }
 
     fn parse(name: &str) -> Option<Self> {
-        [Int8Kernel::Vnni, Int8Kernel::Avx2, Int8Kernel::Portable]
-            .into_iter()
-            .find(|k| k.name() == name)
+        [
+            Int8Kernel::Vnni,
+            Int8Kernel::AvxVnni,
+            Int8Kernel::Avx2,
+            Int8Kernel::Portable,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
 /// The kernel this process runs: the CPU's best, or the one
-/// `VIGIL_INT8_KERNEL` (`vnni`, `avx2` or `portable`) names, for measuring
+/// `VIGIL_INT8_KERNEL` (`vnni`, `avxvnni`, `avx2` or `portable`) names, for measuring
 /// and testing a slower one on a fast CPU.
 pub fn int8_kernel() -> Int8Kernel {
     static KERNEL: std::sync::OnceLock<Int8Kernel> = std::sync::OnceLock::new();
@@ -662,62 +679,94 @@ mod vnni {
     }
 }
 
+/// The 256-bit kernels: one loop, written once, around each CPU's
+/// multiply-add of four uint8 x int8 pairs into an int32 lane.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod ymm {
     use std::arch::x86_64::*;
 
     use super::{MR, NR};
 
     /// Rows and 8-column vectors per pass: 8 accumulators, with the two
-    /// input vectors, the weights and the temporaries, fit AVX2's 16
+    /// input vectors, the weights and the temporaries, fit the 16 ymm
     /// registers.
     const ROWS: usize = 4;
     const VECTORS: usize = 2;
 
-    /// The product in `MR / ROWS` x `NR / (8 * VECTORS)` passes; each
-    /// multiply-add is `vpmaddubsw` (pairs of uint8 x int8 into int16,
-    /// exact for weights within ±63) then `vpmaddwd` by ones (pairs into
-    /// int32).
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn micro_tile(
-        weights: &[i8],
-        patches: &[u8],
-        depth4: usize,
-        columns: usize,
-        col: usize,
-        out: *mut i32,
-        out_stride: usize,
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        let b_base = patches.as_ptr();
-        let w_base = weights.as_ptr();
-        for first_row in (0..MR).step_by(ROWS) {
-            for first_col in (0..NR).step_by(8 * VECTORS) {
-                let mut acc = [[_mm256_setzero_si256(); VECTORS]; ROWS];
-                for g in 0..depth4 / 4 {
-                    let b = b_base.add((g * columns + col + first_col) * 4);
-                    let mut inputs = [_mm256_setzero_si256(); VECTORS];
-                    for (v, input) in inputs.iter_mut().enumerate() {
-                        *input = _mm256_loadu_si256(b.add(32 * v) as *const _);
-                    }
-                    for (r, lanes) in acc.iter_mut().enumerate() {
-                        let w = w_base.add((first_row + r) * depth4 + g * 4);
-                        let a = _mm256_set1_epi32((w as *const i32).read_unaligned());
-                        for (lane, input) in lanes.iter_mut().zip(&inputs) {
-                            let pairs = _mm256_maddubs_epi16(*input, a);
-                            *lane = _mm256_add_epi32(*lane, _mm256_madd_epi16(pairs, ones));
+    /// Defines `$name`, the micro-tile product in `MR / ROWS` x
+    /// `NR / (8 * VECTORS)` passes, with `$madd(sums, inputs, weights)`
+    /// adding each lane's four products to its sum.
+    macro_rules! ymm_micro_tile {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $madd:expr) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                weights: &[i8],
+                patches: &[u8],
+                depth4: usize,
+                columns: usize,
+                col: usize,
+                out: *mut i32,
+                out_stride: usize,
+            ) {
+                let b_base = patches.as_ptr();
+                let w_base = weights.as_ptr();
+                for first_row in (0..MR).step_by(ROWS) {
+                    for first_col in (0..NR).step_by(8 * VECTORS) {
+                        let mut acc = [[_mm256_setzero_si256(); VECTORS]; ROWS];
+                        for g in 0..depth4 / 4 {
+                            let b = b_base.add((g * columns + col + first_col) * 4);
+                            let mut inputs = [_mm256_setzero_si256(); VECTORS];
+                            for (v, input) in inputs.iter_mut().enumerate() {
+                                *input = _mm256_loadu_si256(b.add(32 * v) as *const _);
+                            }
+                            for (r, lanes) in acc.iter_mut().enumerate() {
+                                let w = w_base.add((first_row + r) * depth4 + g * 4);
+                                let a = _mm256_set1_epi32((w as *const i32).read_unaligned());
+                                for (lane, input) in lanes.iter_mut().zip(&inputs) {
+                                    *lane = $madd(*lane, *input, a);
+                                }
+                            }
+                        }
+                        for (r, lanes) in acc.iter().enumerate() {
+                            let dst = out.add((first_row + r) * out_stride + first_col);
+                            for (v, lane) in lanes.iter().enumerate() {
+                                _mm256_storeu_si256(dst.add(8 * v) as *mut _, *lane);
+                            }
                         }
                     }
                 }
-                for (r, lanes) in acc.iter().enumerate() {
-                    let dst = out.add((first_row + r) * out_stride + first_col);
-                    for (v, lane) in lanes.iter().enumerate() {
-                        _mm256_storeu_si256(dst.add(8 * v) as *mut _, *lane);
-                    }
-                }
             }
-        }
+        };
     }
+
+    /// `vpmaddubsw` adds pairs of uint8 x int8 products into int16 (exact
+    /// for weights within ±63), `vpmaddwd` by ones adds those pairs into
+    /// int32.
+    #[inline(always)]
+    unsafe fn maddubs(sums: __m256i, inputs: __m256i, weights: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(inputs, weights);
+        _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    ymm_micro_tile!(avx2, "avx2", maddubs);
+
+    ymm_micro_tile!(
+        /// AVX-VNNI's `vpdpbusd` (VEX-encoded; Alder Lake and later, Zen 5).
+        avx_vnni,
+        "avx2,avxvnni",
+        _mm256_dpbusd_avx_epi32
+    );
+
+    ymm_micro_tile!(
+        /// The same loop with the EVEX-encoded `vpdpbusd` of AVX-512 VNNI,
+        /// which computes what AVX-VNNI's does: how the loop around it is
+        /// tested on a CPU without AVX-VNNI.
+        #[cfg(test)]
+        avx512_vnni_ymm,
+        "avx2,avx512vl,avx512vnni",
+        _mm256_dpbusd_epi32
+    );
 }
 
 #[cfg(test)]
@@ -824,5 +873,44 @@ mod tests {
             assert_eq!(fast, slow, "{kernel:?}");
             assert_eq!(slow[32], 255 * limit * depth4 as i32, "{kernel:?}");
         }
+    }
+
+    /// The AVX-VNNI kernel's loop, run with AVX-512 VNNI's 256-bit
+    /// `vpdpbusd` (the same operation) where the CPU has that and not
+    /// AVX-VNNI: the same sums as the portable kernel, at full 8-bit weights.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx_vnni_loop_sums_exactly() {
+        if !(std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+        {
+            return;
+        }
+        let depth4 = 76;
+        let weights: Vec<i8> = (0..MR * depth4).map(|i| (i * 89 % 255) as i8).collect();
+        let patches: Vec<u8> = (0..depth4 * 64).map(|i| (i * 37 % 256) as u8).collect();
+        let mut fast = vec![0i32; MR * 64];
+        let mut slow = vec![0i32; MR * 64];
+        unsafe {
+            ymm::avx512_vnni_ymm(
+                &weights,
+                &patches,
+                depth4,
+                64,
+                32,
+                fast.as_mut_ptr().add(32),
+                64,
+            );
+            micro_tile_scalar(
+                &weights,
+                &patches,
+                depth4,
+                64,
+                32,
+                slow.as_mut_ptr().add(32),
+                64,
+            );
+        }
+        assert_eq!(fast, slow);
     }
 }
