@@ -468,44 +468,11 @@ pub(super) unsafe fn micro_tile(
     out: *mut i32,
     out_stride: usize,
 ) {
-    micro_tile_by(
-        int8_kernel(),
-        weights,
-        patches,
-        depth4,
-        columns,
-        col,
-        out,
-        out_stride,
-    )
+    (int8_kernel().micro_tile())(weights, patches, depth4, columns, col, out, out_stride)
 }
 
-/// [`micro_tile`] with the given kernel, which this CPU must run.
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_tile_by(
-    kernel: Int8Kernel,
-    weights: &[i8],
-    patches: &[u8],
-    depth4: usize,
-    columns: usize,
-    col: usize,
-    out: *mut i32,
-    out_stride: usize,
-) {
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Vnni => {
-            vnni::micro_tile(weights, patches, depth4, columns, col, out, out_stride)
-        }
-        #[cfg(target_arch = "x86_64")]
-        Int8Kernel::AvxVnni => {
-            ymm::avx_vnni(weights, patches, depth4, columns, col, out, out_stride)
-        }
-        #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx2 => ymm::avx2(weights, patches, depth4, columns, col, out, out_stride),
-        _ => micro_tile_scalar(weights, patches, depth4, columns, col, out, out_stride),
-    }
-}
+/// A kernel's [`micro_tile`].
+type MicroTile = unsafe fn(&[i8], &[u8], usize, usize, usize, *mut i32, usize);
 
 /// The portable version: the same sums in plain loops over fixed-size
 /// tiles, which the compiler vectorises with whatever the target offers.
@@ -561,6 +528,19 @@ impl Int8Kernel {
         match self {
             Int8Kernel::Avx2 => 63,
             Int8Kernel::Vnni | Int8Kernel::AvxVnni | Int8Kernel::Portable => 127,
+        }
+    }
+
+    /// Its [`micro_tile`]; the CPU must run the kernel.
+    fn micro_tile(self) -> MicroTile {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Vnni => vnni::micro_tile,
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::AvxVnni => ymm::avx_vnni,
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2 => ymm::avx2,
+            _ => micro_tile_scalar,
         }
     }
 
@@ -824,6 +804,24 @@ mod tests {
         Ok(())
     }
 
+    /// Columns 32..64 of a 64-column product (`MR` rows of 64) by `tile`.
+    fn product(tile: MicroTile, weights: &[i8], patches: &[u8], depth4: usize) -> Vec<i32> {
+        let mut out = vec![0i32; MR * 64];
+        // SAFETY: `out` holds MR rows of 64; `patches` holds 64 columns.
+        unsafe {
+            tile(
+                weights,
+                patches,
+                depth4,
+                64,
+                32,
+                out.as_mut_ptr().add(32),
+                64,
+            )
+        };
+        out
+    }
+
     /// Every kernel this CPU runs gives exactly the portable kernel's sums,
     /// with weights at its limit and inputs at 255 (where AVX2's 16-bit
     /// pair sums would saturate if the limit were wrong).
@@ -847,29 +845,8 @@ mod tests {
             for group in patches.chunks_exact_mut(64 * 4) {
                 group[32 * 4..33 * 4].fill(255);
             }
-            let mut fast = vec![0i32; MR * 64];
-            let mut slow = vec![0i32; MR * 64];
-            unsafe {
-                micro_tile_by(
-                    kernel,
-                    &weights,
-                    &patches,
-                    depth4,
-                    64,
-                    32,
-                    fast.as_mut_ptr().add(32),
-                    64,
-                );
-                micro_tile_scalar(
-                    &weights,
-                    &patches,
-                    depth4,
-                    64,
-                    32,
-                    slow.as_mut_ptr().add(32),
-                    64,
-                );
-            }
+            let fast = product(kernel.micro_tile(), &weights, &patches, depth4);
+            let slow = product(micro_tile_scalar, &weights, &patches, depth4);
             assert_eq!(fast, slow, "{kernel:?}");
             assert_eq!(slow[32], 255 * limit * depth4 as i32, "{kernel:?}");
         }
@@ -889,28 +866,8 @@ mod tests {
         let depth4 = 76;
         let weights: Vec<i8> = (0..MR * depth4).map(|i| (i * 89 % 255) as i8).collect();
         let patches: Vec<u8> = (0..depth4 * 64).map(|i| (i * 37 % 256) as u8).collect();
-        let mut fast = vec![0i32; MR * 64];
-        let mut slow = vec![0i32; MR * 64];
-        unsafe {
-            ymm::avx512_vnni_ymm(
-                &weights,
-                &patches,
-                depth4,
-                64,
-                32,
-                fast.as_mut_ptr().add(32),
-                64,
-            );
-            micro_tile_scalar(
-                &weights,
-                &patches,
-                depth4,
-                64,
-                32,
-                slow.as_mut_ptr().add(32),
-                64,
-            );
-        }
+        let fast = product(ymm::avx512_vnni_ymm, &weights, &patches, depth4);
+        let slow = product(micro_tile_scalar, &weights, &patches, depth4);
         assert_eq!(fast, slow);
     }
 }
