@@ -3,12 +3,15 @@
 //! candle runs a grouped convolution as one convolution per group, which for
 //! MobileNet's 960-channel depthwise layers means 960 tiny kernels. This op
 //! walks each channel plane once instead, in parallel over (batch, channel),
-//! with branch-free inner loops over the valid span of each kernel tap.
+//! with branch-free inner loops over the valid span of each kernel tap,
+//! compiled for AVX2 where the CPU has it. A 3-wide kernel row adds its three
+//! taps in one pass; with stride 2 the plane's columns are first split into
+//! even and odd, so that every tap reads contiguous inputs.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, out_size, Activation};
+use super::{avx2_dispatch, contiguous_f32, out_size, Activation};
 
 /// Zero padding on each side, as TensorFlow's `SAME` computes it (the extra
 /// row or column goes at the bottom or right).
@@ -55,6 +58,7 @@ struct Geometry {
 
 impl Geometry {
     /// Output columns `lo..hi` whose input column `ox * stride + offset` is inside the row.
+    #[inline(always)]
     fn valid_columns(&self, offset: isize) -> (usize, usize) {
         let s = self.stride as isize;
         let lo = if offset >= 0 {
@@ -66,44 +70,148 @@ impl Geometry {
         let hi = (last + 1).clamp(0, self.ow as isize);
         (lo.min(hi) as usize, hi as usize)
     }
+}
 
-    /// One output plane: `dst = act(bias + sum of taps x shifted src)`.
-    fn plane(&self, src: &[f32], taps: &[f32], bias: f32, act: Activation, dst: &mut [f32]) {
-        let (s, p) = (self.stride, self.padding);
-        dst.fill(bias);
-        for oy in 0..self.oh {
-            let row = &mut dst[oy * self.ow..(oy + 1) * self.ow];
-            for ky in 0..self.kh {
-                let iy = (oy * s + ky) as isize - p.top as isize;
-                if iy < 0 || iy >= self.h as isize {
-                    continue; // this tap row lies in the padding
+/// A plane's input: the plane itself, or with stride 2 or more its
+/// columns split by phase, row `iy`'s phase `ph` from
+/// `(iy * stride + ph) * phase_len`.
+struct Source<'a> {
+    src: &'a [f32],
+    phases: &'a [f32],
+    phase_len: usize,
+}
+
+impl Geometry {
+    /// Output columns `lo..hi` that tap column `kx` of input row `iy`
+    /// reaches, and their inputs, one per column.
+    #[inline(always)]
+    fn span<'a>(&self, source: &Source<'a>, iy: usize, kx: usize) -> (usize, usize, &'a [f32]) {
+        let s = self.stride;
+        let offset = kx as isize - self.padding.left as isize;
+        let (lo, hi) = self.valid_columns(offset);
+        if lo >= hi {
+            return (0, 0, &[]);
+        }
+        let first = (lo as isize * s as isize + offset) as usize;
+        let inputs = if s == 1 {
+            &source.src[iy * self.w + first..]
+        } else {
+            &source.phases[(iy * s + first % s) * source.phase_len + first / s..]
+        };
+        (lo, hi, &inputs[..hi - lo])
+    }
+}
+
+/// One output plane: `dst = act(bias + sum of taps x shifted src)`. With
+/// stride 2 or more, `phases` (scratch) receives the plane's columns split
+/// by phase, `x % stride`, so that every tap reads a contiguous run.
+#[inline(always)]
+fn plane_body(
+    g: &Geometry,
+    src: &[f32],
+    taps: &[f32],
+    bias: f32,
+    act: Activation,
+    phases: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    let (s, p) = (g.stride, g.padding);
+    // Row iy's phase ph starts at (iy * s + ph) * phase_len.
+    let phase_len = g.w.div_ceil(s);
+    if s > 1 {
+        phases.clear();
+        phases.resize(g.h * s * phase_len, 0.0);
+        for (row, split) in src
+            .chunks_exact(g.w)
+            .zip(phases.chunks_exact_mut(s * phase_len))
+        {
+            if s == 2 {
+                // MobileNet's case: a loop the compiler vectorises.
+                let (even, odd) = split.split_at_mut(phase_len);
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+                    (*e, *o) = (pair[0], pair[1]);
                 }
-                let src_row = &src[iy as usize * self.w..(iy as usize + 1) * self.w];
-                for kx in 0..self.kw {
-                    let tap = taps[ky * self.kw + kx];
-                    let offset = kx as isize - p.left as isize;
-                    let (lo, hi) = self.valid_columns(offset);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let first = (lo as isize * s as isize + offset) as usize;
-                    if s == 1 {
-                        let inputs = &src_row[first..first + (hi - lo)];
-                        for (acc, x) in row[lo..hi].iter_mut().zip(inputs) {
-                            *acc += tap * x;
-                        }
-                    } else {
-                        let inputs = src_row[first..].iter().step_by(s);
-                        for (acc, x) in row[lo..hi].iter_mut().zip(inputs) {
-                            *acc += tap * x;
-                        }
+                if g.w % 2 == 1 {
+                    even[phase_len - 1] = row[g.w - 1];
+                }
+            } else {
+                for (j, group) in row.chunks(s).enumerate() {
+                    for (phase, v) in group.iter().enumerate() {
+                        split[phase * phase_len + j] = *v;
                     }
                 }
             }
         }
-        act.apply_slice(dst);
+    }
+    let src = Source {
+        src,
+        phases,
+        phase_len,
+    };
+    dst.fill(bias);
+    for oy in 0..g.oh {
+        let row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+        for ky in 0..g.kh {
+            let iy = (oy * s + ky) as isize - p.top as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue; // this tap row lies in the padding
+            }
+            let taps = &taps[ky * g.kw..(ky + 1) * g.kw];
+            let iy = iy as usize;
+            if let &[t0, t1, t2] = taps {
+                // 3 wide: the columns all three taps reach in one pass (one
+                // load and store of the sums instead of three), the edges
+                // tap by tap. Every sum still adds its taps in kx order.
+                let spans = [
+                    g.span(&src, iy, 0),
+                    g.span(&src, iy, 1),
+                    g.span(&src, iy, 2),
+                ];
+                let lo = spans.iter().map(|s| s.0).max().unwrap_or(0);
+                let hi = spans.iter().map(|s| s.1).min().unwrap_or(0);
+                if lo < hi {
+                    for (tap, &(from, to, inputs)) in taps.iter().zip(&spans) {
+                        add_tap(row, *tap, from, to.min(lo), inputs);
+                    }
+                    let [a, b, c] = spans.map(|(from, _, inputs)| &inputs[lo - from..][..hi - lo]);
+                    for (((sum, a), b), c) in row[lo..hi].iter_mut().zip(a).zip(b).zip(c) {
+                        *sum = ((*sum + t0 * a) + t1 * b) + t2 * c;
+                    }
+                    for (tap, &(from, to, inputs)) in taps.iter().zip(&spans) {
+                        let start = from.max(hi);
+                        add_tap(row, *tap, start, to, &inputs[start.min(to) - from..]);
+                    }
+                    continue;
+                }
+            }
+            for (kx, tap) in taps.iter().enumerate() {
+                let (lo, hi, inputs) = g.span(&src, iy, kx);
+                add_tap(row, *tap, lo, hi, inputs);
+            }
+        }
+    }
+    act.apply_inline(dst);
+}
+
+/// `row[lo..hi] += tap x inputs` (nothing where `lo >= hi`).
+#[inline(always)]
+fn add_tap(row: &mut [f32], tap: f32, lo: usize, hi: usize, inputs: &[f32]) {
+    if lo < hi {
+        for (sum, x) in row[lo..hi].iter_mut().zip(inputs) {
+            *sum += tap * x;
+        }
     }
 }
+
+avx2_dispatch!(fn plane(
+    g: &Geometry,
+    src: &[f32],
+    taps: &[f32],
+    bias: f32,
+    act: Activation,
+    phases: &mut Vec<f32>,
+    dst: &mut [f32],
+) -> () = plane_body);
 
 struct DepthwiseConv2d {
     stride: usize,
@@ -148,18 +256,21 @@ impl CustomOp3 for DepthwiseConv2d {
             padding: p,
         };
         let mut out = vec![0f32; n * c * g.oh * g.ow];
-        out.par_chunks_mut(g.oh * g.ow)
-            .enumerate()
-            .for_each(|(plane, dst)| {
-                let ch = plane % c;
-                g.plane(
-                    &x[plane * h * w..(plane + 1) * h * w],
+        out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
+            Vec::new,
+            |phases, (index, dst)| {
+                let ch = index % c;
+                plane(
+                    &g,
+                    &x[index * h * w..(index + 1) * h * w],
                     &k[ch * kh * kw..(ch + 1) * kh * kw],
                     b[ch],
                     self.act,
+                    phases,
                     dst,
                 );
-            });
+            },
+        );
         Ok((CpuStorage::F32(out), Shape::from((n, c, g.oh, g.ow))))
     }
 }
