@@ -447,8 +447,7 @@ impl ModelSummary {
         Self {
             model: config.detector.model.clone(),
             precision: format!("{precision:?}").to_lowercase(),
-            int8_kernel: (precision == vigil_inference::Precision::Int8)
-                .then(|| vigil_inference::ops::int8::int8_kernel().name().to_string()),
+            int8_kernel: precision.int8_kernel().map(|k| k.name().to_string()),
             device: if device.is_cpu() { "cpu" } else { "cuda" }.to_string(),
             max_batch: *config.detector.max_batch.get_ref(),
         }

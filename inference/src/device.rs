@@ -29,6 +29,12 @@ impl Precision {
             Precision::Int8 => DType::F32,
         }
     }
+
+    /// With `Int8`: the CPU kernel its products run on, for the stats and
+    /// reports.
+    pub fn int8_kernel(self) -> Option<crate::ops::int8::Int8Kernel> {
+        (self == Precision::Int8).then(crate::ops::int8::int8_kernel)
+    }
 }
 
 /// `cpu`, `cuda` (GPU 0) or `cuda:N`.

@@ -57,8 +57,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let settings = Settings {
         model: args.model.clone(),
         precision: args.precision,
-        int8_kernel: (args.precision == Precision::Int8)
-            .then(|| vigil_inference::ops::int8::int8_kernel().name()),
+        int8_kernel: args.precision.int8_kernel().map(|k| k.name()),
         device: args.device.clone(),
         hwaccel: args.hwaccel,
         max_batch: args.max_batch,

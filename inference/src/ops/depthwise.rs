@@ -70,18 +70,7 @@ impl Geometry {
         let hi = (last + 1).clamp(0, self.ow as isize);
         (lo.min(hi) as usize, hi as usize)
     }
-}
 
-/// A plane's input: the plane itself, or with stride 2 or more its
-/// columns split by phase, row `iy`'s phase `ph` from
-/// `(iy * stride + ph) * phase_len`.
-struct Source<'a> {
-    src: &'a [f32],
-    phases: &'a [f32],
-    phase_len: usize,
-}
-
-impl Geometry {
     /// Output columns `lo..hi` that tap column `kx` of input row `iy`
     /// reaches, and their inputs, one per column.
     #[inline(always)]
@@ -102,6 +91,15 @@ impl Geometry {
     }
 }
 
+/// A plane's input: the plane itself, or with stride 2 or more its
+/// columns split by phase, row `iy`'s phase `ph` from
+/// `(iy * stride + ph) * phase_len`.
+struct Source<'a> {
+    src: &'a [f32],
+    phases: &'a [f32],
+    phase_len: usize,
+}
+
 /// One output plane: `dst = act(bias + sum of taps x shifted src)`. With
 /// stride 2 or more, `phases` (scratch) receives the plane's columns split
 /// by phase, `x % stride`, so that every tap reads a contiguous run.
@@ -119,7 +117,7 @@ fn plane_body(
     // Row iy's phase ph starts at (iy * s + ph) * phase_len.
     let phase_len = g.w.div_ceil(s);
     if s > 1 {
-        phases.clear();
+        // Every slot a tap reads is written below: no need to clear first.
         phases.resize(g.h * s * phase_len, 0.0);
         for (row, split) in src
             .chunks_exact(g.w)

@@ -167,8 +167,6 @@ impl QuantizedConv {
                 &self.weight[rb * MR * depth4..][..MR * depth4],
                 &pass.patches[col * depth4..][..NR * depth4],
                 depth4,
-                NR,
-                0,
                 acc.as_mut_ptr(),
                 NR,
             )
@@ -452,42 +450,38 @@ impl QuantizedConv {
 }
 
 /// `MR` rows x `NR` columns of the product `weights` (`MR` rows of
-/// `depth4`) x `patches` (`[depth4 / 4][columns][4]`), from column `col`;
-/// written to `out`, `MR` rows of `NR` i32s `out_stride` apart. The
-/// weights must lie within the kernel's `weight_limit`.
+/// `depth4`) x `panel` (`[depth4 / 4][NR][4]`, one panel of the packed
+/// inputs); written to `out`, `MR` rows of `NR` i32s `out_stride` apart.
+/// The weights must lie within the kernel's `weight_limit`.
 ///
 /// # Safety
 /// `out` must be valid for those writes, and no other thread may touch
-/// them; `patches` must hold columns `col..col + NR`.
+/// them; `panel` must hold `depth4 * NR` bytes.
 pub(super) unsafe fn micro_tile(
     weights: &[i8],
-    patches: &[u8],
+    panel: &[u8],
     depth4: usize,
-    columns: usize,
-    col: usize,
     out: *mut i32,
     out_stride: usize,
 ) {
-    (int8_kernel().micro_tile())(weights, patches, depth4, columns, col, out, out_stride)
+    (int8_kernel().micro_tile())(weights, panel, depth4, out, out_stride)
 }
 
 /// A kernel's [`micro_tile`].
-type MicroTile = unsafe fn(&[i8], &[u8], usize, usize, usize, *mut i32, usize);
+type MicroTile = unsafe fn(&[i8], &[u8], usize, *mut i32, usize);
 
 /// The portable version: the same sums in plain loops over fixed-size
 /// tiles, which the compiler vectorises with whatever the target offers.
 unsafe fn micro_tile_scalar(
     weights: &[i8],
-    patches: &[u8],
+    panel: &[u8],
     depth4: usize,
-    columns: usize,
-    col: usize,
     out: *mut i32,
     out_stride: usize,
 ) {
     let mut acc = [[0i32; NR]; MR];
     for g in 0..depth4 / 4 {
-        let b: &[u8] = &patches[(g * columns + col) * 4..(g * columns + col + NR) * 4];
+        let b: &[u8] = &panel[g * NR * 4..(g + 1) * NR * 4];
         for (r, row) in acc.iter_mut().enumerate() {
             let w = &weights[r * depth4 + g * 4..r * depth4 + g * 4 + 4];
             let (w0, w1, w2, w3) = (w[0] as i32, w[1] as i32, w[2] as i32, w[3] as i32);
@@ -629,18 +623,16 @@ mod vnni {
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn micro_tile(
         weights: &[i8],
-        patches: &[u8],
+        panel: &[u8],
         depth4: usize,
-        columns: usize,
-        col: usize,
         out: *mut i32,
         out_stride: usize,
     ) {
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-        let b_base = patches.as_ptr();
+        let b_base = panel.as_ptr();
         let w_base = weights.as_ptr();
         for g in 0..depth4 / 4 {
-            let b = b_base.add((g * columns + col) * 4);
+            let b = b_base.add(g * NR * 4);
             let b0 = _mm512_loadu_si512(b as *const _);
             let b1 = _mm512_loadu_si512(b.add(64) as *const _);
             for (r, lanes) in acc.iter_mut().enumerate() {
@@ -655,7 +647,6 @@ mod vnni {
             _mm512_storeu_si512(dst as *mut _, lanes[0]);
             _mm512_storeu_si512(dst.add(16) as *mut _, lanes[1]);
         }
-        let _ = NR;
     }
 }
 
@@ -682,20 +673,18 @@ mod ymm {
             #[target_feature(enable = $features)]
             pub(super) unsafe fn $name(
                 weights: &[i8],
-                patches: &[u8],
+                panel: &[u8],
                 depth4: usize,
-                columns: usize,
-                col: usize,
                 out: *mut i32,
                 out_stride: usize,
             ) {
-                let b_base = patches.as_ptr();
+                let b_base = panel.as_ptr();
                 let w_base = weights.as_ptr();
                 for first_row in (0..MR).step_by(ROWS) {
                     for first_col in (0..NR).step_by(8 * VECTORS) {
                         let mut acc = [[_mm256_setzero_si256(); VECTORS]; ROWS];
                         for g in 0..depth4 / 4 {
-                            let b = b_base.add((g * columns + col + first_col) * 4);
+                            let b = b_base.add((g * NR + first_col) * 4);
                             let mut inputs = [_mm256_setzero_si256(); VECTORS];
                             for (v, input) in inputs.iter_mut().enumerate() {
                                 *input = _mm256_loadu_si256(b.add(32 * v) as *const _);
@@ -804,21 +793,12 @@ mod tests {
         Ok(())
     }
 
-    /// Columns 32..64 of a 64-column product (`MR` rows of 64) by `tile`.
-    fn product(tile: MicroTile, weights: &[i8], patches: &[u8], depth4: usize) -> Vec<i32> {
-        let mut out = vec![0i32; MR * 64];
-        // SAFETY: `out` holds MR rows of 64; `patches` holds 64 columns.
-        unsafe {
-            tile(
-                weights,
-                patches,
-                depth4,
-                64,
-                32,
-                out.as_mut_ptr().add(32),
-                64,
-            )
-        };
+    /// A panel's product by `tile`, written `2 * NR` apart from column
+    /// `NR` on (so that the kernel must keep to `out_stride`).
+    fn product(tile: MicroTile, weights: &[i8], panel: &[u8], depth4: usize) -> Vec<i32> {
+        let mut out = vec![0i32; MR * 2 * NR];
+        // SAFETY: `out` holds MR rows of 2 * NR; `panel` holds depth4 * NR bytes.
+        unsafe { tile(weights, panel, depth4, out.as_mut_ptr().add(NR), 2 * NR) };
         out
     }
 
@@ -838,17 +818,18 @@ mod tests {
             let mut weights: Vec<i8> = (0..MR * depth4)
                 .map(|_| (next() as i32 % (2 * limit + 1) - limit) as i8)
                 .collect();
-            let mut patches: Vec<u8> = (0..depth4 * 64).map(|_| next() as u8).collect();
-            // Row 0 all at +limit, row 1 all at -limit, over inputs of 255.
+            let mut panel: Vec<u8> = (0..depth4 * NR).map(|_| next() as u8).collect();
+            // Row 0 all at +limit, row 1 all at -limit, over inputs of 255
+            // in column 0.
             weights[..depth4].fill(limit as i8);
             weights[depth4..2 * depth4].fill(-limit as i8);
-            for group in patches.chunks_exact_mut(64 * 4) {
-                group[32 * 4..33 * 4].fill(255);
+            for group in panel.chunks_exact_mut(NR * 4) {
+                group[..4].fill(255);
             }
-            let fast = product(kernel.micro_tile(), &weights, &patches, depth4);
-            let slow = product(micro_tile_scalar, &weights, &patches, depth4);
+            let fast = product(kernel.micro_tile(), &weights, &panel, depth4);
+            let slow = product(micro_tile_scalar, &weights, &panel, depth4);
             assert_eq!(fast, slow, "{kernel:?}");
-            assert_eq!(slow[32], 255 * limit * depth4 as i32, "{kernel:?}");
+            assert_eq!(slow[NR], 255 * limit * depth4 as i32, "{kernel:?}");
         }
     }
 
@@ -865,9 +846,9 @@ mod tests {
         }
         let depth4 = 76;
         let weights: Vec<i8> = (0..MR * depth4).map(|i| (i * 89 % 255) as i8).collect();
-        let patches: Vec<u8> = (0..depth4 * 64).map(|i| (i * 37 % 256) as u8).collect();
-        let fast = product(ymm::avx512_vnni_ymm, &weights, &patches, depth4);
-        let slow = product(micro_tile_scalar, &weights, &patches, depth4);
+        let panel: Vec<u8> = (0..depth4 * NR).map(|i| (i * 37 % 256) as u8).collect();
+        let fast = product(ymm::avx512_vnni_ymm, &weights, &panel, depth4);
+        let slow = product(micro_tile_scalar, &weights, &panel, depth4);
         assert_eq!(fast, slow);
     }
 }

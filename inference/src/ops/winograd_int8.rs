@@ -576,8 +576,6 @@ fn output_tile_body(
                 &conv.kernels[(p * rows + rb * MR) * depth4..][..MR * depth4],
                 &pass.packed[p * point_len + panel..][..panel_len],
                 depth4,
-                NR,
-                0,
                 sums.add(p * NR),
                 POINTS * NR,
             )
