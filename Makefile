@@ -2,6 +2,8 @@
 #   make demo   build, fetch the default model, run on the built-in demo cameras
 #   make test   formatting, lints and the whole test suite
 CARGO ?= cargo
+# The CUDA kernels' source, compiled for the host, checked against the CPU ops.
+TEST_FEATURES = --features vigil-inference/cuda-emulation
 
 .PHONY: deps build models demo test deb deb-cuda
 
@@ -28,7 +30,7 @@ test: deps
 	npm ci --silent --no-audit --no-fund --prefix inference/tests/support/jpeg-decode
 	npm ci --silent --no-audit --no-fund --prefix appliance/tests/support/browser
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
+	$(CARGO) test --workspace $(TEST_FEATURES)
 	scripts/fuzz-smoke.sh
 	packaging/test-deb.sh

@@ -6,15 +6,16 @@
 # the JPEG reference decoder), Chromium (UI tests), mosquitto (MQTT tests),
 # debootstrap, lintian and cargo-deb (the package tests), systemd (a real
 # journald for the structured-log test), schemathesis (the
-# API conformance test), cargo-fuzz (the fuzz targets' short run) and the
-# Rust toolchain.
+# API conformance test), cargo-fuzz (the fuzz targets' short run), g++ (the
+# CUDA kernels' source compiled for the host, so their tests need no GPU) and
+# the Rust toolchain.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
-packages=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libavdevice-dev libjpeg-turbo-progs
+packages=(pkg-config clang libclang-dev g++ libavcodec-dev libavformat-dev libavutil-dev libavdevice-dev libjpeg-turbo-progs
           libswscale-dev ffmpeg procps ca-certificates curl
           python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad mosquitto wrk debootstrap lintian python3-venv systemd)

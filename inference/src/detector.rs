@@ -3,13 +3,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 
 use crate::labels::coco91_label;
 use crate::models::ssdlite::SsdLite;
 use crate::models::Weights;
 use crate::postprocess::{decode_ssd_box, non_max_suppression, Candidate};
-use crate::preprocess::resize_bilinear_planar;
+use crate::preprocess::{planar_batch, ResizePlan};
 use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError, Precision};
 
 /// When a detection is reported.
@@ -98,18 +97,16 @@ impl SsdLiteDetector {
     /// Resizes and normalises every image into one `[N, 3, S, S]` batch.
     fn preprocess(&self, images: &[ImageView<'_>]) -> Result<Tensor, InferenceError> {
         let s = self.input_size;
-        let per_image = 3 * s * s;
-        let mut batch = vec![0f32; images.len() * per_image];
-        batch
-            .par_chunks_mut(per_image)
-            .zip(images.par_iter())
-            .for_each(|(dst, img)| {
-                resize_bilinear_planar(img, s, s, self.pixel_scale, self.pixel_offset, dst)
-            });
-        Ok(Tensor::from_vec(
-            batch,
-            (images.len(), 3, s, s),
+        let plans: Vec<ResizePlan> = images
+            .iter()
+            .map(|img| ResizePlan::tensorflow(img, s, s, self.pixel_scale, self.pixel_offset))
+            .collect();
+        Ok(planar_batch(
+            images,
+            &plans,
+            (s, s),
             &self.device,
+            self.dtype,
         )?)
     }
 
@@ -184,7 +181,7 @@ impl Detector for SsdLiteDetector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let input = self.preprocess(images)?.to_dtype(self.dtype)?;
+        let input = self.preprocess(images)?;
         let (codes, logits) = self.model.forward(&input)?;
         let codes = codes
             .flatten_all()?

@@ -1,41 +1,16 @@
 //! Image to model input.
+//!
+//! Each image's resize is worked out first as a [`ResizePlan`] (which source
+//! pixels each input pixel blends, and how the blend becomes an input
+//! value); the plan then runs on the CPU here, or on the GPU
+//! (`cuda/ops.cu`) when the model runs there: then the frames' bytes cross
+//! the bus instead of the model input (about as many), and the host does
+//! none of the per-pixel work.
 
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::ImageView;
-
-/// Resizes `image` to `out_w` x `out_h` with TensorFlow's original bilinear
-/// rule (`align_corners = false`, no half-pixel centres: source coordinate =
-/// destination coordinate x scale) and writes planar `[3, out_h, out_w]`
-/// floats `pixel * scale + offset` into `dst`.
-///
-/// The SSD graphs exported by the TF Object Detection API resize this way;
-/// matching it exactly keeps our scores within a hair of the original runtime.
-pub fn resize_bilinear_planar(
-    image: &ImageView<'_>,
-    out_w: usize,
-    out_h: usize,
-    scale: f32,
-    offset: f32,
-    dst: &mut [f32],
-) {
-    assert_eq!(dst.len(), 3 * out_w * out_h, "destination size");
-    let x_taps = taps(image.width, out_w);
-    let y_taps = taps(image.height, out_h);
-    let stride = image.width * 3;
-    let plane = out_w * out_h;
-    for (oy, &(top, bottom, fy)) in y_taps.iter().enumerate() {
-        let top_row = &image.rgb[top * stride..(top + 1) * stride];
-        let bottom_row = &image.rgb[bottom * stride..(bottom + 1) * stride];
-        for (ox, &(left, right, fx)) in x_taps.iter().enumerate() {
-            for c in 0..3 {
-                let rows = (top_row, bottom_row);
-                let v = bilinear(rows, (left * 3 + c, right * 3 + c), fx, fy);
-                dst[c * plane + oy * out_w + ox] = v * scale + offset;
-            }
-        }
-    }
-}
 
 /// The bilinear blend of the bytes at `left` and `right` of the `top` and
 /// `bottom` rows: along the rows by `fx`, then between them by `fy`.
@@ -96,87 +71,128 @@ impl Placement {
 /// Ultralytics fills letterbox borders with this grey level.
 const LETTERBOX_FILL: u8 = 114;
 
-/// Fits `image` into an `out_w` x `out_h` input as `fit` says, with OpenCV's
-/// `INTER_LINEAR` rule (half-pixel centres, results rounded to 8 bits, as
-/// `cv2.resize` on uint8 images gives), and writes planar `[3, out_h, out_w]`
-/// floats `pixel * scale` into `dst`. The runtimes these models come from
-/// resize this way, so matching it keeps scores where they were trained.
-pub fn fit_planar(
-    image: &ImageView<'_>,
-    out_w: usize,
-    out_h: usize,
-    fit: Fit,
-    scale: f32,
-    dst: &mut [f32],
-) -> Placement {
-    assert_eq!(dst.len(), 3 * out_w * out_h, "destination size");
-    let placement = match fit {
-        Fit::Stretch => Placement {
-            left: 0.0,
-            top: 0.0,
-            scale_x: out_w as f32 / image.width as f32,
-            scale_y: out_h as f32 / image.height as f32,
-        },
-        Fit::Letterbox => {
-            let r = (out_w as f32 / image.width as f32).min(out_h as f32 / image.height as f32);
-            let (w, h) = (
-                (image.width as f32 * r).round(),
-                (image.height as f32 * r).round(),
-            );
-            // Ultralytics rounds the split of the padding this way.
-            let left = ((out_w as f32 - w) / 2.0 - 0.1).round().max(0.0);
-            let top = ((out_h as f32 - h) / 2.0 - 0.1).round().max(0.0);
-            Placement {
-                left,
-                top,
-                scale_x: w / image.width as f32,
-                scale_y: h / image.height as f32,
-            }
-        }
-    };
-    let (left, top) = (placement.left as usize, placement.top as usize);
-    let inner_w = ((image.width as f32 * placement.scale_x).round() as usize).min(out_w - left);
-    let inner_h = ((image.height as f32 * placement.scale_y).round() as usize).min(out_h - top);
-    let resize = Resize {
-        x_taps: half_pixel_taps(image.width, inner_w),
-        y_taps: half_pixel_taps(image.height, inner_h),
-        top,
-        left,
-        scale,
-        fill: LETTERBOX_FILL as f32 * scale,
-    };
-    // Row by row in parallel: one image (batch 1) is otherwise one thread's
-    // work, about 2 ms of a YOLOv3-tiny frame on this project's CPU.
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    let plane = out_w * out_h;
-    let (red, rest) = dst.split_at_mut(plane);
-    let (green, blue) = rest.split_at_mut(plane);
-    red.par_chunks_mut(out_w)
-        .zip(green.par_chunks_mut(out_w))
-        .zip(blue.par_chunks_mut(out_w))
-        .enumerate()
-        .for_each(|(y, ((r, g), b))| {
-            let rows = [r, g, b];
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has the features the function was compiled for.
-                return unsafe { resize_row_avx2(image, &resize, y, rows) };
-            }
-            resize_row(image, &resize, y, rows)
-        });
-    placement
+/// One image's bilinear resize into planar model input: input pixel
+/// `(x, y)` inside the resized image blends the source pixels of column tap
+/// `x - left` and row tap `y - top`; the blend, rounded to 8 bits if
+/// `round`, becomes `value * scale + offset`. The bands around the resized
+/// image hold `fill`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResizePlan {
+    /// Per resized column (row): the two source columns (rows) and the
+    /// weight of the second.
+    pub(crate) x_taps: Vec<(usize, usize, f32)>,
+    pub(crate) y_taps: Vec<(usize, usize, f32)>,
+    pub(crate) left: usize,
+    pub(crate) top: usize,
+    pub(crate) round: bool,
+    pub(crate) scale: f32,
+    pub(crate) offset: f32,
+    pub(crate) fill: f32,
 }
 
-/// One bilinear resize into planes, as `fit_planar` worked it out.
-struct Resize {
-    x_taps: Vec<(usize, usize, f32)>,
-    y_taps: Vec<(usize, usize, f32)>,
-    top: usize,
-    left: usize,
-    scale: f32,
-    /// What the letterbox's bands hold.
-    fill: f32,
+impl ResizePlan {
+    /// The whole input, with TensorFlow's original bilinear rule
+    /// (`align_corners = false`, no half-pixel centres: source coordinate =
+    /// destination coordinate x scale), as `pixel * scale + offset`.
+    ///
+    /// The SSD graphs exported by the TF Object Detection API resize this
+    /// way; matching it exactly keeps our scores within a hair of the
+    /// original runtime.
+    pub fn tensorflow(
+        image: &ImageView<'_>,
+        out_w: usize,
+        out_h: usize,
+        scale: f32,
+        offset: f32,
+    ) -> Self {
+        Self {
+            x_taps: taps(image.width, out_w),
+            y_taps: taps(image.height, out_h),
+            left: 0,
+            top: 0,
+            round: false,
+            scale,
+            offset,
+            fill: offset,
+        }
+    }
+
+    /// Fitted as `fit` says, with OpenCV's `INTER_LINEAR` rule (half-pixel
+    /// centres, results rounded to 8 bits, as `cv2.resize` on uint8 images
+    /// gives), as `pixel * scale`. The runtimes these models come from
+    /// resize this way, so matching it keeps scores where they were trained.
+    pub fn fit(
+        image: &ImageView<'_>,
+        out_w: usize,
+        out_h: usize,
+        fit: Fit,
+        scale: f32,
+    ) -> (Self, Placement) {
+        let placement = match fit {
+            Fit::Stretch => Placement {
+                left: 0.0,
+                top: 0.0,
+                scale_x: out_w as f32 / image.width as f32,
+                scale_y: out_h as f32 / image.height as f32,
+            },
+            Fit::Letterbox => {
+                let r = (out_w as f32 / image.width as f32).min(out_h as f32 / image.height as f32);
+                let (w, h) = (
+                    (image.width as f32 * r).round(),
+                    (image.height as f32 * r).round(),
+                );
+                // Ultralytics rounds the split of the padding this way.
+                let left = ((out_w as f32 - w) / 2.0 - 0.1).round().max(0.0);
+                let top = ((out_h as f32 - h) / 2.0 - 0.1).round().max(0.0);
+                Placement {
+                    left,
+                    top,
+                    scale_x: w / image.width as f32,
+                    scale_y: h / image.height as f32,
+                }
+            }
+        };
+        let (left, top) = (placement.left as usize, placement.top as usize);
+        let inner_w = ((image.width as f32 * placement.scale_x).round() as usize).min(out_w - left);
+        let inner_h = ((image.height as f32 * placement.scale_y).round() as usize).min(out_h - top);
+        let plan = Self {
+            x_taps: half_pixel_taps(image.width, inner_w),
+            y_taps: half_pixel_taps(image.height, inner_h),
+            left,
+            top,
+            round: true,
+            scale,
+            offset: 0.0,
+            fill: LETTERBOX_FILL as f32 * scale,
+        };
+        (plan, placement)
+    }
+
+    /// Writes planar `[3, out_h, out_w]` into `dst` on the CPU, rows in
+    /// parallel: one image (batch 1) is otherwise one thread's work, about
+    /// 2 ms of a YOLOv3-tiny frame on this project's CPU.
+    pub fn run(&self, image: &ImageView<'_>, out_w: usize, dst: &mut [f32]) {
+        let plane = dst.len() / 3;
+        assert_eq!(dst.len(), 3 * plane, "destination size");
+        assert_eq!(plane % out_w, 0, "destination size");
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        let (red, rest) = dst.split_at_mut(plane);
+        let (green, blue) = rest.split_at_mut(plane);
+        red.par_chunks_mut(out_w)
+            .zip(green.par_chunks_mut(out_w))
+            .zip(blue.par_chunks_mut(out_w))
+            .enumerate()
+            .for_each(|(y, ((r, g), b))| {
+                let rows = [r, g, b];
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the CPU has the features the function was compiled for.
+                    return unsafe { resize_row_avx2(image, self, y, rows) };
+                }
+                resize_row(image, self, y, rows)
+            });
+    }
 }
 
 /// Output row `y` of the three planes; a separate function so it can be
@@ -184,7 +200,22 @@ struct Resize {
 /// of the three per pixel was a call into libm (5 % of YOLOv3-tiny's
 /// frame); with AVX2 it is inlined, with the same result.
 #[inline(always)]
-fn resize_row(image: &ImageView<'_>, r: &Resize, y: usize, rows: [&mut [f32]; 3]) {
+fn resize_row(image: &ImageView<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]; 3]) {
+    if r.round {
+        blend_row::<true>(image, r, y, rows)
+    } else {
+        blend_row::<false>(image, r, y, rows)
+    }
+}
+
+/// [`resize_row`] for one rounding rule, so the loop does not branch on it.
+#[inline(always)]
+fn blend_row<const ROUND: bool>(
+    image: &ImageView<'_>,
+    r: &ResizePlan,
+    y: usize,
+    rows: [&mut [f32]; 3],
+) {
     let inside = y.checked_sub(r.top).and_then(|iy| r.y_taps.get(iy));
     let Some(&(t, b, fy)) = inside else {
         for row in rows {
@@ -202,15 +233,197 @@ fn resize_row(image: &ImageView<'_>, r: &Resize, y: usize, rows: [&mut [f32]; 3]
         band.fill(r.fill);
         for (d, &(l, rt, fx)) in pixels.iter_mut().zip(&r.x_taps) {
             let v = bilinear((top_row, bottom_row), (l * 3 + c, rt * 3 + c), fx, fy);
-            *d = v.round() * r.scale;
+            let v = if ROUND { v.round() } else { v };
+            *d = v * r.scale + r.offset;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resize_row_avx2(image: &ImageView<'_>, r: &Resize, y: usize, rows: [&mut [f32]; 3]) {
+unsafe fn resize_row_avx2(image: &ImageView<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]; 3]) {
     resize_row(image, r, y, rows)
+}
+
+/// Runs each image's plan into one `[N, 3, out_h, out_w]` batch of `dtype`
+/// on `device`: on the CPU, then copied over; on CUDA, on the GPU from the
+/// images' bytes.
+pub fn planar_batch(
+    images: &[ImageView<'_>],
+    plans: &[ResizePlan],
+    (out_w, out_h): (usize, usize),
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    assert_eq!(images.len(), plans.len(), "one plan per image");
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(gpu) = device {
+        return cuda::planar_batch(gpu, images, plans, (out_w, out_h), dtype);
+    }
+    let per_image = 3 * out_w * out_h;
+    let mut batch = vec![0f32; images.len() * per_image];
+    batch
+        .par_chunks_mut(per_image)
+        .zip(images.par_iter().zip(plans))
+        .for_each(|(dst, (image, plan))| plan.run(image, out_w, dst));
+    Tensor::from_vec(batch, (images.len(), 3, out_h, out_w), device)?.to_dtype(dtype)
+}
+
+/// A batch's arguments for `resize_planar` in `cuda/ops.cu`: every image's
+/// bytes one after another, per image [`Self::GEOMETRY_WORDS`] words of
+/// `geometry` (width, left and top bands, resized width and height, where
+/// its column and row taps start, where its bytes start), and every plan's
+/// taps, columns then rows, as index pairs and weights. Public for the test
+/// that runs the kernel's source on the host (`cuda-emulation`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct GpuResizeBatch {
+    pub rgb: Vec<u8>,
+    pub geometry: Vec<u32>,
+    pub tap_index: Vec<u32>,
+    pub tap_frac: Vec<f32>,
+    pub images: u32,
+    pub out_w: u32,
+    pub out_h: u32,
+    pub scale: f32,
+    pub offset: f32,
+    pub fill: f32,
+    pub round: i32,
+}
+
+impl GpuResizeBatch {
+    /// `GEOMETRY_WORDS` in `cuda/ops.cu`.
+    pub const GEOMETRY_WORDS: usize = 8;
+
+    pub fn new(
+        images: &[ImageView<'_>],
+        plans: &[ResizePlan],
+        (out_w, out_h): (usize, usize),
+    ) -> candle_core::Result<Self> {
+        let Some(first) = plans.first() else {
+            candle_core::bail!("resize: an empty batch")
+        };
+        let rule = |p: &ResizePlan| (p.round, p.scale, p.offset, p.fill);
+        if plans.iter().any(|p| rule(p) != rule(first)) {
+            candle_core::bail!("resize: one batch takes one rounding, scale, offset and fill")
+        }
+        let mut batch = Self {
+            rgb: Vec::with_capacity(images.iter().map(|i| i.rgb.len()).sum()),
+            geometry: Vec::with_capacity(images.len() * Self::GEOMETRY_WORDS),
+            tap_index: Vec::new(),
+            tap_frac: Vec::new(),
+            images: kernel_size(images.len())?,
+            out_w: kernel_size(out_w)?,
+            out_h: kernel_size(out_h)?,
+            scale: first.scale,
+            offset: first.offset,
+            fill: first.fill,
+            round: i32::from(first.round),
+        };
+        for (image, plan) in images.iter().zip(plans) {
+            let taps_at = batch.tap_frac.len();
+            for &(lo, hi, frac) in plan.x_taps.iter().chain(&plan.y_taps) {
+                batch.tap_index.extend([kernel_size(lo)?, kernel_size(hi)?]);
+                batch.tap_frac.push(frac);
+            }
+            for word in [
+                image.width,
+                plan.left,
+                plan.top,
+                plan.x_taps.len(),
+                plan.y_taps.len(),
+                taps_at,
+                taps_at + plan.x_taps.len(),
+                batch.rgb.len(),
+            ] {
+                batch.geometry.push(kernel_size(word)?);
+            }
+            batch.rgb.extend_from_slice(image.rgb);
+        }
+        Ok(batch)
+    }
+
+    /// Values the kernel writes: three planes per image.
+    pub fn outputs(&self) -> usize {
+        3 * self.images as usize * self.out_w as usize * self.out_h as usize
+    }
+}
+
+/// A size or offset as the kernel's `uint32_t`.
+fn kernel_size(value: usize) -> candle_core::Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        candle_core::Error::Msg(format!("resize: {value} is too large for the GPU kernel"))
+    })
+}
+
+/// The GPU's side of [`planar_batch`]: `resize_planar_<type>` in `cuda/ops.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+    use candle_core::cuda_backend::{CudaDType, WrapErr};
+    use candle_core::op::BackpropOp;
+    use candle_core::{CudaDevice, CudaStorage, DType, Storage, Tensor};
+
+    use super::{GpuResizeBatch, ResizePlan};
+    use crate::ops::cuda::{function, grid};
+    use crate::ImageView;
+
+    pub(super) fn planar_batch(
+        gpu: &CudaDevice,
+        images: &[ImageView<'_>],
+        plans: &[ResizePlan],
+        (out_w, out_h): (usize, usize),
+        dtype: DType,
+    ) -> candle_core::Result<Tensor> {
+        if images.is_empty() {
+            let device = candle_core::Device::Cuda(gpu.clone());
+            return Tensor::zeros((0, 3, out_h, out_w), dtype, &device);
+        }
+        let batch = GpuResizeBatch::new(images, plans, (out_w, out_h))?;
+        let storage = match dtype {
+            DType::F32 => launch::<f32>(gpu, "f32", &batch)?,
+            DType::F16 => launch::<half::f16>(gpu, "f16", &batch)?,
+            DType::BF16 => launch::<half::bf16>(gpu, "bf16", &batch)?,
+            other => candle_core::bail!("resize: no CUDA kernel for {other:?}"),
+        };
+        Ok(Tensor::from_storage(
+            Storage::Cuda(storage),
+            (images.len(), 3, out_h, out_w),
+            BackpropOp::none(),
+            false,
+        ))
+    }
+
+    fn launch<T: CudaDType + DeviceRepr>(
+        gpu: &CudaDevice,
+        suffix: &str,
+        b: &GpuResizeBatch,
+    ) -> candle_core::Result<CudaStorage> {
+        let rgb: CudaSlice<u8> = gpu.clone_htod(&b.rgb[..])?;
+        let geometry = gpu.clone_htod(&b.geometry[..])?;
+        let tap_index = gpu.clone_htod(&b.tap_index[..])?;
+        let tap_frac = gpu.clone_htod(&b.tap_frac[..])?;
+        let func = function(gpu, &format!("resize_planar_{suffix}"))?;
+        // SAFETY: the kernel writes all three planes of every pixel.
+        let mut out = unsafe { gpu.alloc::<T>(b.outputs())? };
+        let stream = gpu.cuda_stream();
+        let mut args = stream.launch_builder(&func);
+        args.arg(&rgb)
+            .arg(&geometry)
+            .arg(&tap_index)
+            .arg(&tap_frac)
+            .arg(&mut out)
+            .arg(&b.images)
+            .arg(&b.out_w)
+            .arg(&b.out_h)
+            .arg(&b.scale)
+            .arg(&b.offset)
+            .arg(&b.fill)
+            .arg(&b.round);
+        // SAFETY: the arguments match `resize_planar`'s parameters.
+        unsafe { args.launch(grid(b.outputs() / 3)) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, gpu.clone()))
+    }
 }
 
 /// OpenCV's bilinear taps: source = (destination + 0.5) x ratio - 0.5,
@@ -231,13 +444,21 @@ fn half_pixel_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
 mod tests {
     use super::*;
 
+    /// Fits `img` into an input `out_w` wide (as high as `out` holds) at scale 1.
+    fn fit(img: &ImageView<'_>, out_w: usize, how: Fit, out: &mut [f32]) -> Placement {
+        let out_h = out.len() / 3 / out_w;
+        let (plan, placement) = ResizePlan::fit(img, out_w, out_h, how, 1.0);
+        plan.run(img, out_w, out);
+        placement
+    }
+
     #[test]
     fn letterbox_centres_the_image_and_maps_points_back() {
         // 4x2 white image into 8x8: scaled 2x to 8x4, 2 grey rows above and below.
         let rgb = vec![255u8; 4 * 2 * 3];
         let img = ImageView::new(4, 2, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 8 * 8];
-        let p = fit_planar(&img, 8, 8, Fit::Letterbox, 1.0, &mut out);
+        let p = fit(&img, 8, Fit::Letterbox, &mut out);
         assert_eq!((p.left, p.top, p.scale_x, p.scale_y), (0.0, 2.0, 2.0, 2.0));
         let column: Vec<f32> = (0..8).map(|y| out[y * 8]).collect();
         assert_eq!(
@@ -253,7 +474,7 @@ mod tests {
         let rgb: Vec<u8> = [0u8, 10, 20, 30].iter().flat_map(|&v| [v, v, v]).collect();
         let img = ImageView::new(4, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 2];
-        let p = fit_planar(&img, 2, 1, Fit::Stretch, 1.0, &mut out);
+        let p = fit(&img, 2, Fit::Stretch, &mut out);
         assert_eq!(&out[..2], &[5.0, 25.0]);
         assert_eq!(p.to_image(2.0, 1.0), (4.0, 1.0));
     }
@@ -264,7 +485,7 @@ mod tests {
         let rgb: Vec<u8> = [0u8, 10, 20, 30].iter().flat_map(|&v| [v, v, v]).collect();
         let img = ImageView::new(4, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 2];
-        resize_bilinear_planar(&img, 2, 1, 1.0, 0.0, &mut out);
+        ResizePlan::tensorflow(&img, 2, 1, 1.0, 0.0).run(&img, 2, &mut out);
         assert_eq!(out, vec![0.0, 20.0, 0.0, 20.0, 0.0, 20.0]);
     }
 
@@ -273,7 +494,7 @@ mod tests {
         let rgb = [0u8, 0, 0, 100, 100, 100];
         let img = ImageView::new(2, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 4];
-        resize_bilinear_planar(&img, 4, 1, 2.0 / 255.0, -1.0, &mut out);
+        ResizePlan::tensorflow(&img, 4, 1, 2.0 / 255.0, -1.0).run(&img, 4, &mut out);
         let red: Vec<f32> = out[..4].iter().map(|v| (v + 1.0) * 127.5).collect();
         let expect = [0.0, 50.0, 100.0, 100.0];
         for (got, want) in red.iter().zip(expect) {

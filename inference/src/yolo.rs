@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::detector::Thresholds;
 use crate::postprocess::{non_max_suppression, Candidate};
-use crate::preprocess::{fit_planar, Fit, Placement};
+use crate::preprocess::{planar_batch, Fit, Placement, ResizePlan};
 use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError};
 
 /// A network that maps `[N, 3, H, W]` RGB in 0..1 to `[N, boxes, 4 + classes]`.
@@ -59,15 +59,12 @@ impl YoloDetector {
         images: &[ImageView<'_>],
     ) -> Result<(Tensor, Vec<Placement>), InferenceError> {
         let (w, h) = self.spec.input;
-        let per_image = 3 * w * h;
-        let mut batch = vec![0f32; images.len() * per_image];
-        let placements = batch
-            .par_chunks_mut(per_image)
-            .zip(images.par_iter())
-            .map(|(dst, img)| fit_planar(img, w, h, self.spec.fit, 1.0 / 255.0, dst))
-            .collect();
-        let tensor = Tensor::from_vec(batch, (images.len(), 3, h, w), &self.device)?;
-        Ok((tensor.to_dtype(self.spec.dtype)?, placements))
+        let (plans, placements): (Vec<_>, Vec<_>) = images
+            .iter()
+            .map(|img| ResizePlan::fit(img, w, h, self.spec.fit, 1.0 / 255.0))
+            .unzip();
+        let tensor = planar_batch(images, &plans, (w, h), &self.device, self.spec.dtype)?;
+        Ok((tensor, placements))
     }
 
     /// The network's raw rows for a prepared batch, as f32 on the host.

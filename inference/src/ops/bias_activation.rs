@@ -45,11 +45,63 @@ impl CustomOp2 for BiasActivation {
             });
         Ok((CpuStorage::F32(out), input_layout.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        input: &candle_core::CudaStorage,
+        input_layout: &Layout,
+        bias: &candle_core::CudaStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let shape = input_layout.shape();
+        let dims = shape.dims();
+        let channels = dims[1];
+        if bias_layout.shape().elem_count() != channels {
+            candle_core::bail!("bias-activation: biases do not fit {channels} channels")
+        }
+        let launch = cuda::BiasActivation {
+            total: shape.elem_count(),
+            channels: super::cuda::u32_of(self.name(), channels)?,
+            plane: dims[2..].iter().product(),
+            act: self.0.cuda_code(),
+        };
+        let out = super::cuda::run(&launch, &[(input, input_layout), (bias, bias_layout)])?;
+        Ok((out, shape.clone()))
+    }
+}
+
+/// The launch of `bias_activation_<type>` in `cuda/ops.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{LaunchArgs, PushKernelArg};
+
+    pub(super) struct BiasActivation {
+        pub total: usize,
+        pub channels: u32,
+        pub plane: usize,
+        pub act: i32,
+    }
+
+    impl super::super::cuda::FloatKernel for BiasActivation {
+        const NAME: &'static str = "bias_activation";
+
+        fn outputs(&self) -> usize {
+            self.total
+        }
+
+        fn push_scalars<'a>(&'a self, args: &mut LaunchArgs<'a>) {
+            args.arg(&self.total)
+                .arg(&self.channels)
+                .arg(&self.plane)
+                .arg(&self.act);
+        }
+    }
 }
 
 /// `act(x + bias)` for `x` `[N, C, ...]` and `bias` `[C]`.
 pub fn bias_activation(x: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if super::has_kernel(x) {
         return x
             .contiguous()?
             .apply_op2_no_bwd(&bias.contiguous()?, &BiasActivation(act));

@@ -217,6 +217,37 @@ struct DepthwiseConv2d {
     act: Activation,
 }
 
+impl DepthwiseConv2d {
+    /// Batch, channels and the geometry of a call, once the shapes are checked.
+    fn geometry(
+        &self,
+        input: &Layout,
+        kernel: &Layout,
+        bias: &Layout,
+    ) -> candle_core::Result<(usize, usize, Geometry)> {
+        let (n, c, h, w) = input.shape().dims4()?;
+        let (kc, one, kh, kw) = kernel.shape().dims4()?;
+        let biases = bias.shape().elem_count();
+        if kc != c || one != 1 || biases != c {
+            candle_core::bail!(
+                "depthwise-conv2d: kernel {kc}x{one} and {biases} biases do not fit {c} channels"
+            )
+        }
+        let p = self.padding;
+        let g = Geometry {
+            h,
+            w,
+            kh,
+            kw,
+            oh: out_size(h, p.top + p.bottom, kh, self.stride),
+            ow: out_size(w, p.left + p.right, kw, self.stride),
+            stride: self.stride,
+            padding: p,
+        };
+        Ok((n, c, g))
+    }
+}
+
 impl CustomOp3 for DepthwiseConv2d {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
@@ -234,25 +265,8 @@ impl CustomOp3 for DepthwiseConv2d {
         let x = contiguous_f32(self.name(), input, input_layout)?;
         let k = contiguous_f32(self.name(), kernel, kernel_layout)?;
         let b = contiguous_f32(self.name(), bias, bias_layout)?;
-        let (n, c, h, w) = input_layout.shape().dims4()?;
-        let (kc, one, kh, kw) = kernel_layout.shape().dims4()?;
-        if kc != c || one != 1 || b.len() != c {
-            candle_core::bail!(
-                "depthwise-conv2d: kernel {kc}x{one} and {} biases do not fit {c} channels",
-                b.len()
-            )
-        }
-        let p = self.padding;
-        let g = Geometry {
-            h,
-            w,
-            kh,
-            kw,
-            oh: out_size(h, p.top + p.bottom, kh, self.stride),
-            ow: out_size(w, p.left + p.right, kw, self.stride),
-            stride: self.stride,
-            padding: p,
-        };
+        let (n, c, g) = self.geometry(input_layout, kernel_layout, bias_layout)?;
+        let (h, w, kh, kw) = (g.h, g.w, g.kh, g.kw);
         let mut out = vec![0f32; n * c * g.oh * g.ow];
         out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
             Vec::new,
@@ -271,6 +285,75 @@ impl CustomOp3 for DepthwiseConv2d {
         );
         Ok((CpuStorage::F32(out), Shape::from((n, c, g.oh, g.ow))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        input: &candle_core::CudaStorage,
+        input_layout: &Layout,
+        kernel: &candle_core::CudaStorage,
+        kernel_layout: &Layout,
+        bias: &candle_core::CudaStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, g) = self.geometry(input_layout, kernel_layout, bias_layout)?;
+        let size = |v| super::cuda::u32_of(self.name(), v);
+        let launch = cuda::Depthwise {
+            outputs: n * c * g.oh * g.ow,
+            planes: n * c,
+            dims: [
+                size(c)?,
+                size(g.h)?,
+                size(g.w)?,
+                size(g.kh)?,
+                size(g.kw)?,
+                size(g.oh)?,
+                size(g.ow)?,
+                size(g.stride)?,
+                size(g.padding.top)?,
+                size(g.padding.left)?,
+            ],
+            act: self.act.cuda_code(),
+        };
+        let inputs = [
+            (input, input_layout),
+            (kernel, kernel_layout),
+            (bias, bias_layout),
+        ];
+        let out = super::cuda::run(&launch, &inputs)?;
+        Ok((out, Shape::from((n, c, g.oh, g.ow))))
+    }
+}
+
+/// The launch of `depthwise_conv2d_<type>` in `cuda/ops.cu`.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{LaunchArgs, PushKernelArg};
+
+    pub(super) struct Depthwise {
+        pub outputs: usize,
+        pub planes: usize,
+        /// channels, h, w, kh, kw, oh, ow, stride, top and left padding:
+        /// the kernel's parameters after `planes`, in order.
+        pub dims: [u32; 10],
+        pub act: i32,
+    }
+
+    impl super::super::cuda::FloatKernel for Depthwise {
+        const NAME: &'static str = "depthwise_conv2d";
+
+        fn outputs(&self) -> usize {
+            self.outputs
+        }
+
+        fn push_scalars<'a>(&'a self, args: &mut LaunchArgs<'a>) {
+            args.arg(&self.planes);
+            for dim in &self.dims {
+                args.arg(dim);
+            }
+            args.arg(&self.act);
+        }
+    }
 }
 
 /// `act(depthwise(input, kernel) + bias)` for `input` `[N, C, H, W]`,
@@ -283,7 +366,7 @@ pub fn depthwise_conv2d(
     padding: Padding,
     act: Activation,
 ) -> candle_core::Result<Tensor> {
-    if input.device().is_cpu() && input.dtype() == candle_core::DType::F32 {
+    if super::has_kernel(input) {
         let op = DepthwiseConv2d {
             stride,
             padding,

@@ -2,6 +2,8 @@
 
 pub mod bias_activation;
 pub mod conv;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub mod depthwise;
 pub mod int8;
 pub mod maxpool;
@@ -54,6 +56,19 @@ fn fast_exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// Whether one of our kernels runs `x`'s device and type: f32 on the CPU;
+/// f32, f16 and bf16 on CUDA (`cuda/ops.cu`), for the ops that have one there.
+pub(crate) fn has_kernel(x: &candle_core::Tensor) -> bool {
+    use candle_core::{DType, Device};
+    match x.device() {
+        Device::Cpu => x.dtype() == DType::F32,
+        Device::Cuda(_) => {
+            cfg!(feature = "cuda") && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        }
+        Device::Metal(_) => false,
+    }
 }
 
 /// Whether the CPU runs the ops' loops compiled for AVX2 and FMA.
@@ -131,6 +146,20 @@ unsafe fn apply_all_avx2(act: Activation, values: &mut [f32]) {
 }
 
 impl Activation {
+    /// The activation's number in `cuda/ops.cu`.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_code(self) -> i32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu6 => 1,
+            Activation::Relu => 2,
+            Activation::Leaky => 3,
+            Activation::Silu => 4,
+            Activation::Sigmoid => 5,
+            Activation::Mish => 6,
+        }
+    }
+
     #[inline(always)]
     fn apply_one(self, v: f32) -> f32 {
         match self {

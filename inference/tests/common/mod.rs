@@ -1,11 +1,14 @@
 //! What the reference-run tests share: the assets, the photos decoded the
-//! way the reference runs saw them, and the rule for "same detections".
+//! way the reference runs saw them, and the rule for "same detections";
+//! and what the CUDA kernel tests share.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use vigil_inference::ops::Activation;
+use vigil_inference::preprocess::{Fit, ResizePlan};
 use vigil_inference::{Detection, ImageView};
 
 pub const IOU_MIN: f32 = 0.9;
@@ -217,4 +220,34 @@ impl Reference {
         eprintln!("{matched} reference detections: worst IoU {worst_iou:.4}, worst score difference {worst_score:.4}");
         failures
     }
+}
+
+/// Every activation, in the order of their numbers in `cuda/ops.cu`.
+pub const ACTIVATIONS: [Activation; 7] = [
+    Activation::None,
+    Activation::Relu6,
+    Activation::Relu,
+    Activation::Leaky,
+    Activation::Silu,
+    Activation::Sigmoid,
+    Activation::Mish,
+];
+
+/// Plans one image's resize into a model input.
+pub type Planner = fn(&ImageView<'_>) -> ResizePlan;
+
+/// The three ways the detectors resize, with their input sizes: SSDLite's
+/// TensorFlow rule, darknet's stretch and Ultralytics' letterbox.
+pub fn resize_rules() -> [(&'static str, (usize, usize), Planner); 3] {
+    [
+        ("tensorflow", (300, 300), |i| {
+            ResizePlan::tensorflow(i, 300, 300, 2.0 / 255.0, -1.0)
+        }),
+        ("stretch", (416, 416), |i| {
+            ResizePlan::fit(i, 416, 416, Fit::Stretch, 1.0 / 255.0).0
+        }),
+        ("letterbox", (640, 480), |i| {
+            ResizePlan::fit(i, 640, 480, Fit::Letterbox, 1.0 / 255.0).0
+        }),
+    ]
 }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Packs the GPU checks for an NVIDIA machine that has the driver and CUDA's
+# libraries but no Rust toolchain (a lab or customer box): built here with
+# `--features cuda` (nvcc on PATH; packaging/build-cuda-deb.sh shows a
+# toolchain from NVIDIA's wheels), with the test assets they read.
+#
+#   scripts/gpu-bundle.sh tests DIR   inference/tests/cuda.rs: the CUDA
+#                                      kernels and whole detectors against
+#                                      the CPU, in f32, f16 and bf16
+#   scripts/gpu-bundle.sh bench DIR   the throughput benchmark on CUDA,
+#                                      batches 1..64, the CPU as anchor
+#
+# DIR receives bundle.tar.xz (under 60 MB: the models do not compress) and
+# run.sh. On the GPU machine: `bash DIR/run.sh [OUT]`, which unpacks to /tmp
+# and writes its log to OUT (default: the current directory).
+# Assets come from $VIGIL_TEST_ASSETS (default ../shared/assets, as the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:?tests or bench}
+dir=${2:?output folder}
+assets=${VIGIL_TEST_ASSETS:-../shared/assets}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
+command -v nvcc >/dev/null || { echo "nvcc must be on PATH (see packaging/build-cuda-deb.sh)" >&2; exit 1; }
+
+# The executables cargo built, from its JSON messages.
+executables() {
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])'
+}
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/lib" "$stage/assets/models" "$stage/assets/reference"
+case "$what" in
+  tests)
+    cargo test --release -p vigil-inference --features cuda --test cuda --no-run \
+      --message-format=json-render-diagnostics | executables > "$stage/exe"
+    # The photos are decoded with libjpeg-turbo, as the reference runtimes did.
+    cp "$(command -v djpeg)" "$stage/bin/"
+    cp "$(ldconfig -p | awk '/libjpeg.so.62 .*x86-64/ { print $NF; exit }')" "$stage/lib/"
+    ;;
+  bench)
+    cargo bench -p vigil-benches --features cuda --bench throughput --no-run \
+      --message-format=json-render-diagnostics | executables > "$stage/exe"
+    ;;
+  *) echo "tests or bench, not $what" >&2; exit 2 ;;
+esac
+exe=$(tail -n 1 "$stage/exe")
+cp "$exe" "$stage/bin/check"
+strip "$stage/bin/check"
+cp -r "$assets/images" "$stage/assets/"
+cp "$assets"/reference/*.json "$stage/assets/reference/"
+cp -r "$assets/models/ssdlite_mobilenet_v2_coco_tfjs" "$assets/models/yolov3_tiny_darknet" \
+  "$stage/assets/models/"
+
+mkdir -p "$dir"
+tar -C "$stage" -cf - bin lib assets | xz -T0 -6 > "$dir/bundle.tar.xz"
+case "$what" in
+  tests) run='bin/check --test-threads 1 --nocapture' ;;
+  # f32, f16 and bf16 on the GPU at batch 1..64; the YOLOv8/11 models are
+  # built with synthetic weights inside the benchmark.
+  bench) run='VIGIL_BENCH_DEVICE=cuda bin/check --bench' ;;
+esac
+cat > "$dir/run.sh" <<EOF
+#!/usr/bin/env bash
+# Made by scripts/gpu-bundle.sh $what: unpacks next to nothing else and runs.
+set -euo pipefail
+out=\$(realpath "\${1:-.}")
+work=\$(mktemp -d)
+tar -C "\$work" -xJf "\$(dirname "\$0")/bundle.tar.xz"
+cd "\$work"
+export PATH="\$work/bin:\$PATH" VIGIL_TEST_ASSETS="\$work/assets"
+export LD_LIBRARY_PATH="\$work/lib:/usr/local/cuda/lib64:/usr/local/nvidia/lib64:\${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+$run 2>&1 | tee "\$out/gpu-$what.log"
+EOF
+chmod +x "$dir/run.sh"
+ls -l "$dir"
