@@ -2,7 +2,8 @@
 //!
 //! `depthwise_conv2d`: our fused depthwise kernel (bias and ReLU6 included)
 //! against what candle alone does for the same layer (the anchor): grouped
-//! convolution, bias add, clamp; on MobileNetV2's largest depthwise layers.
+//! convolution, bias add, clamp; on MobileNetV2's largest depthwise layers
+//! and two of its narrow ones.
 //! `ssdlite`: the whole detector, pre- and post-processing included, on a
 //! real street frame at batch 1 and 4.
 
@@ -14,8 +15,14 @@ use vigil_inference::{Detector, ImageView};
 fn depthwise(c: &mut Criterion) {
     let dev = Device::Cpu;
     let mut group = c.benchmark_group("depthwise_conv2d");
-    // (channels, size, stride): block 1 (stride 2) and block 2 of MobileNetV2 at 300x300.
-    for (channels, size, stride) in [(96usize, 150usize, 2usize), (144, 75, 1)] {
+    // (channels, size, stride): block 1 (stride 2) and block 2 of MobileNetV2
+    // at 300x300, a 19-wide block and a 10-wide one.
+    for (channels, size, stride) in [
+        (96usize, 150usize, 2usize),
+        (144, 75, 1),
+        (576, 19, 1),
+        (960, 10, 1),
+    ] {
         let x = Tensor::randn(0f32, 1., (1, channels, size, size), &dev).unwrap();
         let k = Tensor::randn(0f32, 1., (channels, 1, 3, 3), &dev).unwrap();
         let bias = Tensor::randn(0f32, 1., channels, &dev).unwrap();
