@@ -45,9 +45,13 @@ impl Module for Pointwise {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let o = self.out_channels();
+        // The weights broadcast over the batch as a view (stride 0), which
+        // the matrix product reads in place: candle's `broadcast_matmul`
+        // would first copy them once per image.
         let y = self
             .weight
-            .broadcast_matmul(&x.reshape((n, c, h * w))?)?
+            .broadcast_as((n, o, c))?
+            .matmul(&x.reshape((n, c, h * w))?)?
             .reshape((n, o, h, w))?;
         bias_activation(&y, &self.bias, self.act)
     }

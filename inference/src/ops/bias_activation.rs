@@ -1,7 +1,10 @@
 //! Per-channel bias plus activation in one pass over the data.
 //!
 //! After a matrix product the bias add and the clamp would each read and
-//! write the whole activation map; fused, the map is touched once.
+//! write the whole activation map; fused, the map is read once and the
+//! result written once, into a buffer not zeroed first.
+
+use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -32,17 +35,23 @@ impl CustomOp2 for BiasActivation {
                 b.len()
             )
         }
-        let plane: usize = dims[2..].iter().product();
-        let mut out = x.to_vec();
-        out.par_chunks_mut(plane.max(1))
-            .enumerate()
-            .for_each(|(i, chunk)| {
-                let bias = b[i % channels];
-                for v in chunk.iter_mut() {
-                    *v += bias;
-                }
-                self.0.apply_slice(chunk);
-            });
+        let plane = dims[2..].iter().product::<usize>().max(1);
+        // SAFETY: each chunk of the output is written in full, by one task.
+        let out = unsafe {
+            super::filled(x.len(), |out| {
+                x.par_chunks(plane).enumerate().for_each(|(i, src)| {
+                    let bias = b[i % channels];
+                    // SAFETY: chunk i of the output, this task's alone.
+                    let dst = out.part(i * plane, src.len());
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        d.write(v + bias);
+                    }
+                    // SAFETY: every value of `dst` was written just above.
+                    let dst = &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]);
+                    self.0.apply_slice(dst);
+                });
+            })
+        };
         Ok((CpuStorage::F32(out), input_layout.shape().clone()))
     }
 

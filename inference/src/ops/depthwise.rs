@@ -8,10 +8,12 @@
 //! taps in one pass; with stride 2 the plane's columns are first split into
 //! even and odd, so that every tap reads contiguous inputs.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{avx2_dispatch, contiguous_f32, out_size, Activation};
+use super::{avx2_dispatch, contiguous_f32, fill_uninit, out_size, Activation};
 
 /// Zero padding on each side, as TensorFlow's `SAME` computes it (the extra
 /// row or column goes at the bottom or right).
@@ -111,7 +113,7 @@ fn plane_body(
     bias: f32,
     act: Activation,
     phases: &mut Vec<f32>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     let (s, p) = (g.stride, g.padding);
     // Row iy's phase ph starts at (iy * s + ph) * phase_len.
@@ -146,7 +148,7 @@ fn plane_body(
         phases,
         phase_len,
     };
-    dst.fill(bias);
+    let dst = fill_uninit(dst, bias);
     for oy in 0..g.oh {
         let row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
         for ky in 0..g.kh {
@@ -208,7 +210,7 @@ avx2_dispatch!(fn plane(
     bias: f32,
     act: Activation,
     phases: &mut Vec<f32>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) -> () = plane_body);
 
 /// Channels the narrow-plane path computes together: one AVX2 vector.
@@ -233,15 +235,20 @@ fn lanes_body(
     bias: &[f32],
     act: Activation,
     scratch: &mut Vec<f32>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     let s = g.stride;
     // The padded input every output reaches, no more.
     let (ph, pw) = ((g.oh - 1) * s + g.kh, (g.ow - 1) * s + g.kw);
     let area = g.kh * g.kw;
     let plane_out = g.oh * g.ow;
-    scratch.clear();
-    scratch.resize((ph * pw + area + plane_out) * LANES, 0.0);
+    let len = (ph * pw + area + plane_out) * LANES;
+    if scratch.len() != len {
+        // Zeroed once per worker: nothing below writes the padding, and a
+        // call has one geometry, so its zeros stay for every block.
+        scratch.clear();
+        scratch.resize(len, 0.0);
+    }
     let (input, rest) = scratch.split_at_mut(ph * pw * LANES);
     let (lane_taps, out) = rest.split_at_mut(area * LANES);
     for (lane, plane) in src.chunks_exact(g.h * g.w).enumerate() {
@@ -266,7 +273,7 @@ fn lanes_body(
     act.apply_inline(out);
     for (lane, plane) in dst.chunks_exact_mut(plane_out).enumerate() {
         for (d, sums) in plane.iter_mut().zip(out.chunks_exact(LANES)) {
-            *d = sums[lane];
+            d.write(sums[lane]);
         }
     }
 }
@@ -314,7 +321,7 @@ avx2_dispatch!(fn lanes(
     bias: &[f32],
     act: Activation,
     scratch: &mut Vec<f32>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) -> () = lanes_body);
 
 struct DepthwiseConv2d {
@@ -373,42 +380,35 @@ impl CustomOp3 for DepthwiseConv2d {
         let b = contiguous_f32(self.name(), bias, bias_layout)?;
         let (n, c, g) = self.geometry(input_layout, kernel_layout, bias_layout)?;
         let (h, w, kh, kw) = (g.h, g.w, g.kh, g.kw);
-        let mut out = vec![0f32; n * c * g.oh * g.ow];
         let plane_in = h * w;
         let plane_out = g.oh * g.ow;
-        if c.is_multiple_of(LANES) && g.w <= NARROW {
-            // Blocks of LANES planes never straddle two images.
-            out.par_chunks_mut(LANES * plane_out)
-                .enumerate()
-                .for_each_init(Vec::new, |scratch, (index, dst)| {
-                    let (first, ch) = (index * LANES, (index * LANES) % c);
-                    lanes(
-                        &g,
-                        &x[first * plane_in..(first + LANES) * plane_in],
-                        &k[ch * kh * kw..(ch + LANES) * kh * kw],
-                        &b[ch..ch + LANES],
-                        self.act,
-                        scratch,
-                        dst,
-                    );
-                });
+        // LANES planes per task where they are narrow; as c is a multiple
+        // of LANES then, a task's planes never straddle two images.
+        let planes = if c.is_multiple_of(LANES) && g.w <= NARROW {
+            LANES
         } else {
-            out.par_chunks_mut(plane_out).enumerate().for_each_init(
-                Vec::new,
-                |phases, (index, dst)| {
-                    let ch = index % c;
-                    plane(
-                        &g,
-                        &x[index * plane_in..(index + 1) * plane_in],
-                        &k[ch * kh * kw..(ch + 1) * kh * kw],
-                        b[ch],
-                        self.act,
-                        phases,
-                        dst,
-                    );
-                },
-            );
-        }
+            1
+        };
+        // SAFETY: each task writes its planes' every output (both bodies do).
+        let out = unsafe {
+            super::filled(n * c * plane_out, |out| {
+                (0..n * c / planes)
+                    .into_par_iter()
+                    .for_each_init(Vec::new, |scratch, task| {
+                        let (first, ch) = (task * planes, (task * planes) % c);
+                        let src = &x[first * plane_in..(first + planes) * plane_in];
+                        let taps = &k[ch * kh * kw..(ch + planes) * kh * kw];
+                        // SAFETY: this task's planes of the output, its alone.
+                        let dst = out.part(first * plane_out, planes * plane_out);
+                        if planes == LANES {
+                            let bias = &b[ch..ch + LANES];
+                            lanes(&g, src, taps, bias, self.act, scratch, dst);
+                        } else {
+                            plane(&g, src, taps, b[ch], self.act, scratch, dst);
+                        }
+                    });
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((n, c, g.oh, g.ow))))
     }
 
@@ -586,15 +586,23 @@ mod tests {
             let (src, taps, bias) = (random(LANES * h * w), random(LANES * 9), random(LANES));
             for act in [Activation::None, Activation::Relu6, Activation::Silu] {
                 let plane_out = g.oh * g.ow;
-                let mut by_lanes = vec![f32::NAN; LANES * plane_out];
+                let mut by_lanes = vec![MaybeUninit::new(f32::NAN); LANES * plane_out];
                 lanes(&g, &src, &taps, &bias, act, &mut Vec::new(), &mut by_lanes);
-                let mut by_planes = vec![f32::NAN; LANES * plane_out];
+                let mut by_planes = vec![MaybeUninit::new(f32::NAN); LANES * plane_out];
                 for (lane, dst) in by_planes.chunks_exact_mut(plane_out).enumerate() {
                     let src = &src[lane * h * w..(lane + 1) * h * w];
                     let taps = &taps[lane * 9..(lane + 1) * 9];
                     plane(&g, src, taps, bias[lane], act, &mut Vec::new(), dst);
                 }
-                assert_eq!(by_lanes, by_planes, "size {size} stride {stride} {act:?}");
+                // SAFETY: both were initialised (to NaN) when made.
+                let values = |v: &[MaybeUninit<f32>]| -> Vec<f32> {
+                    v.iter().map(|x| unsafe { x.assume_init() }).collect()
+                };
+                assert_eq!(
+                    values(&by_lanes),
+                    values(&by_planes),
+                    "size {size} stride {stride} {act:?}"
+                );
             }
         }
     }

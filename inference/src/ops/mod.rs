@@ -277,6 +277,15 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// Writes `value` into every slot of `dst`, which is then initialised.
+fn fill_uninit(dst: &mut [std::mem::MaybeUninit<f32>], value: f32) -> &mut [f32] {
+    for d in dst.iter_mut() {
+        d.write(value);
+    }
+    // SAFETY: every value was written just above.
+    unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// A new buffer of `len` values written by `fill`, which gets its start:
 /// an op's output is written once in full, and zeroing it first cost as
 /// much as some layers' arithmetic.
