@@ -10,6 +10,7 @@
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::kernel_u32;
 use crate::ImageView;
 
 /// The bilinear blend of the bytes at `left` and `right` of the `top` and
@@ -171,10 +172,9 @@ impl ResizePlan {
     /// Writes planar `[3, out_h, out_w]` into `dst` on the CPU, rows in
     /// parallel: one image (batch 1) is otherwise one thread's work, about
     /// 2 ms of a YOLOv3-tiny frame on this project's CPU.
-    pub fn run(&self, image: &ImageView<'_>, out_w: usize, dst: &mut [f32]) {
-        let plane = dst.len() / 3;
+    pub fn run(&self, image: &ImageView<'_>, (out_w, out_h): (usize, usize), dst: &mut [f32]) {
+        let plane = out_w * out_h;
         assert_eq!(dst.len(), 3 * plane, "destination size");
-        assert_eq!(plane % out_w, 0, "destination size");
         #[cfg(target_arch = "x86_64")]
         let avx2 = std::arch::is_x86_feature_detected!("avx2");
         let (red, rest) = dst.split_at_mut(plane);
@@ -265,7 +265,7 @@ pub fn planar_batch(
     batch
         .par_chunks_mut(per_image)
         .zip(images.par_iter().zip(plans))
-        .for_each(|(dst, (image, plan))| plan.run(image, out_w, dst));
+        .for_each(|(dst, (image, plan))| plan.run(image, (out_w, out_h), dst));
     Tensor::from_vec(batch, (images.len(), 3, out_h, out_w), device)?.to_dtype(dtype)
 }
 
@@ -312,9 +312,9 @@ impl GpuResizeBatch {
             geometry: Vec::with_capacity(images.len() * Self::GEOMETRY_WORDS),
             tap_index: Vec::new(),
             tap_frac: Vec::new(),
-            images: kernel_size(images.len())?,
-            out_w: kernel_size(out_w)?,
-            out_h: kernel_size(out_h)?,
+            images: kernel_u32("resize", images.len())?,
+            out_w: kernel_u32("resize", out_w)?,
+            out_h: kernel_u32("resize", out_h)?,
             scale: first.scale,
             offset: first.offset,
             fill: first.fill,
@@ -323,7 +323,9 @@ impl GpuResizeBatch {
         for (image, plan) in images.iter().zip(plans) {
             let taps_at = batch.tap_frac.len();
             for &(lo, hi, frac) in plan.x_taps.iter().chain(&plan.y_taps) {
-                batch.tap_index.extend([kernel_size(lo)?, kernel_size(hi)?]);
+                batch
+                    .tap_index
+                    .extend([kernel_u32("resize", lo)?, kernel_u32("resize", hi)?]);
                 batch.tap_frac.push(frac);
             }
             for word in [
@@ -336,7 +338,7 @@ impl GpuResizeBatch {
                 taps_at + plan.x_taps.len(),
                 batch.rgb.len(),
             ] {
-                batch.geometry.push(kernel_size(word)?);
+                batch.geometry.push(kernel_u32("resize", word)?);
             }
             batch.rgb.extend_from_slice(image.rgb);
         }
@@ -347,13 +349,6 @@ impl GpuResizeBatch {
     pub fn outputs(&self) -> usize {
         3 * self.images as usize * self.out_w as usize * self.out_h as usize
     }
-}
-
-/// A size or offset as the kernel's `uint32_t`.
-fn kernel_size(value: usize) -> candle_core::Result<u32> {
-    u32::try_from(value).map_err(|_| {
-        candle_core::Error::Msg(format!("resize: {value} is too large for the GPU kernel"))
-    })
 }
 
 /// The GPU's side of [`planar_batch`]: `resize_planar_<type>` in `cuda/ops.cu`.
@@ -448,7 +443,7 @@ mod tests {
     fn fit(img: &ImageView<'_>, out_w: usize, how: Fit, out: &mut [f32]) -> Placement {
         let out_h = out.len() / 3 / out_w;
         let (plan, placement) = ResizePlan::fit(img, out_w, out_h, how, 1.0);
-        plan.run(img, out_w, out);
+        plan.run(img, (out_w, out_h), out);
         placement
     }
 
@@ -485,7 +480,7 @@ mod tests {
         let rgb: Vec<u8> = [0u8, 10, 20, 30].iter().flat_map(|&v| [v, v, v]).collect();
         let img = ImageView::new(4, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 2];
-        ResizePlan::tensorflow(&img, 2, 1, 1.0, 0.0).run(&img, 2, &mut out);
+        ResizePlan::tensorflow(&img, 2, 1, 1.0, 0.0).run(&img, (2, 1), &mut out);
         assert_eq!(out, vec![0.0, 20.0, 0.0, 20.0, 0.0, 20.0]);
     }
 
@@ -494,7 +489,7 @@ mod tests {
         let rgb = [0u8, 0, 0, 100, 100, 100];
         let img = ImageView::new(2, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 4];
-        ResizePlan::tensorflow(&img, 4, 1, 2.0 / 255.0, -1.0).run(&img, 4, &mut out);
+        ResizePlan::tensorflow(&img, 4, 1, 2.0 / 255.0, -1.0).run(&img, (4, 1), &mut out);
         let red: Vec<f32> = out[..4].iter().map(|v| (v + 1.0) * 127.5).collect();
         let expect = [0.0, 50.0, 100.0, 100.0];
         for (got, want) in red.iter().zip(expect) {

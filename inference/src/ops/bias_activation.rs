@@ -71,7 +71,7 @@ impl CustomOp2 for BiasActivation {
         }
         let launch = cuda::BiasActivation {
             total: shape.elem_count(),
-            channels: super::cuda::u32_of(self.name(), channels)?,
+            channels: super::kernel_u32(self.name(), channels)?,
             plane: dims[2..].iter().product(),
             act: self.0.cuda_code(),
         };

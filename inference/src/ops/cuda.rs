@@ -99,8 +99,3 @@ fn contiguous<'a, T>(
     };
     Ok(slice.slice(start..end))
 }
-
-/// A size as the `uint32_t` the kernels take.
-pub(crate) fn u32_of(op: &str, value: usize) -> Result<u32> {
-    u32::try_from(value).map_err(|_| candle_core::Error::Msg(format!("{op}: {value} is too large")))
-}

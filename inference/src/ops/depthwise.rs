@@ -423,7 +423,7 @@ impl CustomOp3 for DepthwiseConv2d {
         bias_layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, g) = self.geometry(input_layout, kernel_layout, bias_layout)?;
-        let size = |v| super::cuda::u32_of(self.name(), v);
+        let size = |v| super::kernel_u32(self.name(), v);
         let launch = cuda::Depthwise {
             outputs: n * c * g.oh * g.ow,
             planes: n * c,

@@ -71,6 +71,13 @@ pub(crate) fn has_kernel(x: &candle_core::Tensor) -> bool {
     }
 }
 
+/// A size or offset as the `uint32_t` the CUDA kernels (`cuda/ops.cu`) take.
+pub(crate) fn kernel_u32(op: &str, value: usize) -> candle_core::Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        candle_core::Error::Msg(format!("{op}: {value} is too large for the GPU kernel"))
+    })
+}
+
 /// Whether the CPU runs the ops' loops compiled for AVX2 and FMA.
 pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
