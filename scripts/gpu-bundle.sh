@@ -6,7 +6,8 @@
 #
 #   scripts/gpu-bundle.sh tests DIR   inference/tests/cuda.rs: the CUDA
 #                                      kernels and whole detectors against
-#                                      the CPU, in f32, f16 and bf16
+#                                      the CPU, in f32, f16 and bf16; and the
+#                                      GPU figures NVML gives (web-ui's gpu)
 #   scripts/gpu-bundle.sh bench DIR   the throughput benchmark on CUDA,
 #                                      batches 1..64, the CPU as anchor
 #
@@ -42,6 +43,10 @@ case "$what" in
     # The photos are decoded with libjpeg-turbo, as the reference runtimes did.
     cp "$(command -v djpeg)" "$stage/bin/"
     cp "$(ldconfig -p | awk '/libjpeg.so.62 .*x86-64/ { print $NF; exit }')" "$stage/lib/"
+    cargo test --release -p vigil-web-ui --lib --no-run \
+      --message-format=json-render-diagnostics | executables > "$stage/stats-exe"
+    cp "$(tail -n 1 "$stage/stats-exe")" "$stage/bin/gpu-stats"
+    strip "$stage/bin/gpu-stats"
     ;;
   bench)
     cargo bench -p vigil-benches --features cuda --bench throughput --no-run \
@@ -60,7 +65,7 @@ cp -r "$assets/models/ssdlite_mobilenet_v2_coco_tfjs" "$assets/models/yolov3_tin
 mkdir -p "$dir"
 tar -C "$stage" -cf - bin lib assets | xz -T0 -6 > "$dir/bundle.tar.xz"
 case "$what" in
-  tests) run='bin/check --test-threads 1 --nocapture' ;;
+  tests) run='VIGIL_EXPECT_GPU=1 bin/gpu-stats gpu:: --nocapture && bin/check --test-threads 1 --nocapture' ;;
   # f32, f16 and bf16 on the GPU at batch 1..64; the YOLOv8/11 models are
   # built with synthetic weights inside the benchmark.
   bench) run='VIGIL_BENCH_DEVICE=cuda bin/check --bench' ;;
@@ -76,7 +81,7 @@ cd "\$work"
 export PATH="\$work/bin:\$PATH" VIGIL_TEST_ASSETS="\$work/assets"
 export LD_LIBRARY_PATH="\$work/lib:/usr/local/cuda/lib64:/usr/local/nvidia/lib64:\${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-$run 2>&1 | tee "\$out/gpu-$what.log"
+{ $run; } 2>&1 | tee "\$out/gpu-$what.log"
 EOF
 chmod +x "$dir/run.sh"
 ls -l "$dir"

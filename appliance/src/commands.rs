@@ -140,7 +140,25 @@ pub fn version() {
     if vigil_ingest::init().is_ok() {
         println!("ffmpeg libavcodec {}", vigil_ingest::libavcodec_version());
     }
-    println!("inference devices: cpu");
+    let devices = if candle_core::utils::cuda_is_available() {
+        "cpu, cuda"
+    } else {
+        "cpu"
+    };
+    println!("inference devices: {devices}");
+    match vigil_web_ui::gpu::sample_now() {
+        Ok(gpu) => {
+            let cuda = gpu.cuda_version.as_deref().unwrap_or("?");
+            println!("NVIDIA driver {} (CUDA {cuda})", gpu.driver_version);
+            for d in &gpu.devices {
+                let memory = d
+                    .memory_total_bytes
+                    .map_or(String::new(), |b| format!(", {} MiB", b >> 20));
+                println!("  gpu {}: {}{memory}", d.index, d.name);
+            }
+        }
+        Err(e) => println!("gpus: none ({e})"),
+    }
     println!("model search path:");
     for d in ModelRegistry::from_env().dirs() {
         println!("  {}", d.display());

@@ -265,11 +265,20 @@ fn street_clip_yields_person_detections_over_http_and_survives_sigterm() {
         "MJPEG frames shown: {tour}"
     );
     assert_eq!(tour["camera"]["lines"][0], "walkway", "{tour}");
-    assert_eq!(
-        tour["system"]["charts"].as_array().unwrap().len(),
-        5,
-        "{tour}"
-    );
+    // Two more charts (GPU busy, GPU memory) and a row per GPU on a box
+    // with an NVIDIA driver; a row saying there is none elsewhere.
+    let facts = tour["system"]["facts"].as_str().unwrap();
+    let charts = tour["system"]["charts"].as_array().unwrap().len();
+    match vigil_web_ui::gpu::sample_now() {
+        Ok(gpu) => {
+            assert_eq!(charts, 7, "{tour}");
+            assert!(facts.contains(&gpu.devices[0].name), "{facts}");
+        }
+        Err(_) => {
+            assert_eq!(charts, 5, "{tour}");
+            assert!(facts.contains("GPUnone found"), "{facts}");
+        }
+    }
     assert!(!tour["config"].as_str().unwrap().is_empty());
     assert_eq!(tour["loggedOut"], true);
     // The token the browser made works for a central server, until revoked

@@ -1,5 +1,6 @@
-// The box at a glance: live charts of CPU, memory, model throughput and
-// each camera's decode rate, from /api/v1/stats every two seconds.
+// The box at a glance: live charts of CPU, memory, model throughput, each
+// camera's decode rate and, on a box with an NVIDIA GPU, how busy the GPU and
+// its video decoder are, from /api/v1/stats every two seconds.
 import { getJson, el, bytes } from "./lib.js";
 
 const POLL_MS = 2000;
@@ -27,6 +28,20 @@ function chart(title, unit) {
   };
 }
 
+const known = (v, unit) => `${v ?? "?"}${unit}`;
+
+// One row per GPU, or one saying there is none.
+function gpuFacts(gpu) {
+  if (!gpu?.devices.length) return [["GPU", "none found (no NVIDIA driver)"]];
+  return gpu.devices.map((d) => [`GPU ${d.index}`, [
+    `${d.name} · driver ${gpu.driver_version}`,
+    `${known(d.utilization_percent, "%")} busy, NVDEC ${known(d.decoder_utilization_percent, "%")}`,
+    `${d.memory_used_bytes === null ? "?" : bytes(d.memory_used_bytes)} of ${d.memory_total_bytes === null ? "?" : bytes(d.memory_total_bytes)}`
+      + (d.process_memory_bytes === null ? "" : ` (${bytes(d.process_memory_bytes)} this process)`),
+    `${known(d.temperature_celsius, " °C")}, ${known(d.power_watts?.toFixed(0), " W")}`,
+  ].join(" · ")]);
+}
+
 export function show(root) {
   const charts = {
     cpu: chart("CPU", "%"), mem: chart("Memory", "MB"),
@@ -34,8 +49,10 @@ export function show(root) {
     cams: chart("Decoded per camera", "frames/s"),
   };
   const facts = el("table", { id: "system-facts", class: "kv" });
-  root.append(el("h2", {}, "System"), el("div", { class: "charts" }, ...Object.values(charts).map((c) => c.fig)), facts);
-  const history = { cpu: [], mem: [], fps: [], ms: [], cams: new Map() };
+  const grid = el("div", { class: "charts" }, ...Object.values(charts).map((c) => c.fig));
+  root.append(el("h2", {}, "System"), grid, facts);
+  const history = { cpu: [], mem: [], fps: [], ms: [], cams: new Map(), gpuBusy: new Map(), gpuMem: new Map() };
+  let gpuCharts = null; // added when the first stats with a GPU arrive
   const push = (arr, v) => { arr.push(v); if (arr.length > KEEP) arr.shift(); };
   let prev = null;
   let stopped = false;
@@ -63,6 +80,24 @@ export function show(root) {
       charts.fps.draw([{ name: "fps", values: history.fps }]);
       charts.ms.draw([{ name: "ms", values: history.ms }]);
       charts.cams.draw([...history.cams].map(([name, values]) => ({ name, values })));
+      if (s.gpu?.devices.length) {
+        if (!gpuCharts) {
+          gpuCharts = { busy: chart("GPU busy", "%"), mem: chart("GPU memory", "MB") };
+          grid.append(gpuCharts.busy.fig, gpuCharts.mem.fig);
+        }
+        const series = (map, name, v) => {
+          if (!map.has(name)) map.set(name, []);
+          push(map.get(name), v ?? 0);
+        };
+        for (const d of s.gpu.devices) {
+          series(history.gpuBusy, `gpu${d.index}`, d.utilization_percent);
+          series(history.gpuBusy, `nvdec${d.index}`, d.decoder_utilization_percent);
+          series(history.gpuMem, `gpu${d.index}`, (d.memory_used_bytes ?? 0) / 1048576);
+        }
+        const named = (map) => [...map].map(([name, values]) => ({ name, values }));
+        gpuCharts.busy.draw(named(history.gpuBusy));
+        gpuCharts.mem.draw(named(history.gpuMem));
+      }
       const i = s.inference;
       const u = s.storage.usage;
       const precision = i.int8_kernel ? `${i.precision}, ${i.int8_kernel} kernel` : i.precision;
@@ -72,7 +107,7 @@ export function show(root) {
         ["Disk", `${bytes(u.database_bytes)} database · ${bytes(u.hot_bytes)} hot store`],
         ["Storage writer", `${s.storage.writer.state}${s.storage.writer.last_error ? ` (${s.storage.writer.last_error})` : ""}`],
         ["Memory", `${bytes(s.process.resident_bytes)} (peak ${bytes(s.process.peak_resident_bytes)})`],
-        ["Uptime", `${(s.process.uptime_seconds / 3600).toFixed(2)} h`], ["GPU", s.gpu ? JSON.stringify(s.gpu) : "none in use"]];
+        ["Uptime", `${(s.process.uptime_seconds / 3600).toFixed(2)} h`], ...gpuFacts(s.gpu)];
       facts.replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v)))));
     } catch (e) {
       facts.replaceChildren(el("tr", {}, el("td", { class: "error" }, e.message)));

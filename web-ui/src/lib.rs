@@ -8,6 +8,7 @@ mod admin;
 mod api;
 mod assets;
 mod auth;
+pub mod gpu;
 pub mod live;
 mod login;
 pub mod metrics;

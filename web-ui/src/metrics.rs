@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::api::{ApiError, ErrorBody};
+use crate::gpu::{GpuDevice, GpuStats};
 use crate::stats::{collect, Stats};
 use crate::AppState;
 
@@ -66,6 +67,64 @@ fn per_camera(
         }
     }
     Ok(())
+}
+
+/// A gauge with one series per GPU that reports the figure.
+fn per_gpu(
+    e: &mut Encoder,
+    gpu: &GpuStats,
+    name: &str,
+    help: &str,
+    value: impl Fn(&GpuDevice) -> Option<f64>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for d in &gpu.devices {
+        if let Some(v) = value(d) {
+            let index = d.index.to_string();
+            let labels = [("gpu", index.as_str()), ("name", d.name.as_str())];
+            ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// GPU series, in the units Prometheus' conventions ask for (ratios 0-1).
+fn gpu_metrics(e: &mut Encoder, gpu: &GpuStats) -> std::fmt::Result {
+    let ratio = |p: Option<u32>| p.map(|p| f64::from(p) / 100.0);
+    let bytes = |b: Option<u64>| b.map(|b| b as f64);
+    per_gpu(
+        e,
+        gpu,
+        "gpu_utilization_ratio",
+        "Share of time a kernel ran on the GPU",
+        |d| ratio(d.utilization_percent),
+    )?;
+    per_gpu(
+        e,
+        gpu,
+        "gpu_decoder_utilization_ratio",
+        "Share of time the video decoder (NVDEC) was busy",
+        |d| ratio(d.decoder_utilization_percent),
+    )?;
+    per_gpu(e, gpu, "gpu_memory_used_bytes", "GPU memory in use", |d| {
+        bytes(d.memory_used_bytes)
+    })?;
+    per_gpu(e, gpu, "gpu_memory_total_bytes", "GPU memory", |d| {
+        bytes(d.memory_total_bytes)
+    })?;
+    per_gpu(
+        e,
+        gpu,
+        "gpu_process_memory_bytes",
+        "GPU memory held by this process",
+        |d| bytes(d.process_memory_bytes),
+    )?;
+    per_gpu(e, gpu, "gpu_temperature_celsius", "GPU temperature", |d| {
+        d.temperature_celsius.map(f64::from)
+    })?;
+    per_gpu(e, gpu, "gpu_power_watts", "GPU power draw", |d| {
+        d.power_watts
+    })
 }
 
 impl prometheus_client::collector::Collector for Snapshot {
@@ -213,7 +272,10 @@ impl prometheus_client::collector::Collector for Snapshot {
             "Seconds since start",
             p.uptime_seconds,
         )?;
-        Ok(())
+        match &s.gpu {
+            Some(gpu) => gpu_metrics(&mut e, gpu),
+            None => Ok(()),
+        }
     }
 }
 
@@ -236,4 +298,66 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Gpus(GpuStats);
+
+    impl prometheus_client::collector::Collector for Gpus {
+        fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+            gpu_metrics(&mut e, &self.0)
+        }
+    }
+
+    fn device(index: u32, name: &str) -> GpuDevice {
+        GpuDevice {
+            index,
+            name: name.into(),
+            uuid: None,
+            utilization_percent: Some(37),
+            decoder_utilization_percent: Some(80),
+            encoder_utilization_percent: None,
+            memory_used_bytes: Some(3 << 30),
+            memory_total_bytes: Some(16 << 30),
+            process_memory_bytes: Some(1 << 30),
+            temperature_celsius: Some(61),
+            power_watts: Some(72.5),
+            power_limit_watts: Some(300.0),
+        }
+    }
+
+    #[test]
+    fn gpu_series_per_device_in_prometheus_units() {
+        let mut second = device(1, "NVIDIA L4");
+        second.power_watts = None; // not every board reports it
+        second.utilization_percent = Some(100);
+        let stats = GpuStats {
+            driver_version: "580.95".into(),
+            cuda_version: Some("13.0".into()),
+            devices: vec![device(0, "NVIDIA T4"), second],
+        };
+        let mut registry = Registry::with_prefix("vigil");
+        registry.register_collector(Box::new(Gpus(stats)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"vigil_gpu_utilization_ratio{gpu="0",name="NVIDIA T4"} 0.37"#,
+            r#"vigil_gpu_utilization_ratio{gpu="1",name="NVIDIA L4"} 1.0"#,
+            r#"vigil_gpu_decoder_utilization_ratio{gpu="0",name="NVIDIA T4"} 0.8"#,
+            r#"vigil_gpu_memory_total_bytes{gpu="1",name="NVIDIA L4"} 17179869184.0"#,
+            r#"vigil_gpu_process_memory_bytes{gpu="0",name="NVIDIA T4"} 1073741824.0"#,
+            r#"vigil_gpu_temperature_celsius{gpu="0",name="NVIDIA T4"} 61.0"#,
+            r#"vigil_gpu_power_watts{gpu="0",name="NVIDIA T4"} 72.5"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(!text.contains(r#"vigil_gpu_power_watts{gpu="1""#), "{text}");
+    }
 }

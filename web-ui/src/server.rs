@@ -100,6 +100,7 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
         .as_ref()
         .map(crate::tls::server_config)
         .transpose()?;
+    crate::gpu::start_sampler();
     let state = web::Data::from(Arc::new(state));
     let closing = sse::closing();
     let closing_data = web::Data::from(closing.clone());

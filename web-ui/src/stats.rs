@@ -99,9 +99,8 @@ pub(crate) struct Stats {
     pub inference: InferenceStats,
     pub storage: StorageStats,
     pub process: ProcessStats,
-    /// GPU figures when the box has one and runs the model on it.
-    #[schema(value_type = Option<Object>)]
-    pub gpu: Option<serde_json::Value>,
+    /// NVIDIA GPUs and their decoders; null on a box without the driver.
+    pub gpu: Option<crate::gpu::GpuStats>,
 }
 
 pub(crate) async fn collect(state: &AppState) -> Result<Stats, ApiError> {
@@ -116,7 +115,7 @@ pub(crate) async fn collect(state: &AppState) -> Result<Stats, ApiError> {
             usage,
         },
         process: process_stats(state.started),
-        gpu: None,
+        gpu: crate::gpu::latest(),
     })
 }
 

@@ -99,6 +99,12 @@ fn read_scope_reads_but_changes_nothing() {
     let stats = get_as(&format!("{}/stats", server.api()), &server.read_token);
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json()["inference"]["model"], "test-model");
+    // GPU figures exactly when this machine has an NVIDIA driver.
+    let gpu = &stats.json()["gpu"];
+    match vigil_web_ui::gpu::sample_now() {
+        Ok(here) => assert_eq!(gpu["devices"].as_array().unwrap().len(), here.devices.len()),
+        Err(_) => assert!(gpu.is_null(), "{gpu}"),
+    }
 }
 
 #[test]
