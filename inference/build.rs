@@ -37,6 +37,8 @@ fn compile_ptx() {
     // The oldest GPUs CUDA 13 supports (Turing), unless the build names one,
     // as candle's own kernels are built for.
     let arch = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "75".into());
+    // The oldest GPU this build runs on, for `device::cuda_built_for`.
+    println!("cargo::rustc-env=VIGIL_CUDA_COMPUTE_CAP={arch}");
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("ops.ptx");

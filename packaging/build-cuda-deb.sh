@@ -7,6 +7,11 @@
 #
 #   packaging/build-cuda-deb.sh [CUDA_DIR]     (default ~/.cache/cuda13)
 #
+# The GPU code is PTX for compute capability 7.5 (CUDA_COMPUTE_CAP=75): the
+# driver compiles it for the GPU it finds, so one package serves Turing (T4,
+# RTX 20) to Hopper. bf16 needs 8.0 or newer (CUDA_COMPUTE_CAP=80 drops
+# Turing); f16 is as fast wherever bf16 runs.
+#
 # About 10 minutes on 2 cores (candle's CUDA kernels), in target/cuda.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +35,7 @@ if [ ! -f "$LINK/libcuda.so" ]; then
     grep -oE '\bcu[A-Z][A-Za-z0-9_]*\b' | sort -u | awk '{print "void " $1 "(void){}"}' > "$LINK/stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$LINK/libcuda.so" "$LINK/stub.c"
 fi
-export PATH="$CUDA/bin:$PATH" CUDA_ROOT="$CUDA" CUDA_PATH="$CUDA" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export PATH="$CUDA/bin:$PATH" CUDA_ROOT="$CUDA" CUDA_PATH="$CUDA" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-75}"
 export RUSTFLAGS="${RUSTFLAGS:-} -L $LINK" CARGO_TARGET_DIR=target/cuda
 cargo build --release -p vigil --features cuda
 cargo deb -p vigil --variant cuda --no-build --strip -o target/deb-cuda/ 2>&1 | grep -v "dpkg-shlibdeps\|cannot find library\|analyze should\|cannot continue\|libraries are not searched\|private libraries\|No \$auto deps\|^ *$" || true

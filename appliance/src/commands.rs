@@ -140,12 +140,15 @@ pub fn version() {
     if vigil_ingest::init().is_ok() {
         println!("ffmpeg libavcodec {}", vigil_ingest::libavcodec_version());
     }
-    let devices = if candle_core::utils::cuda_is_available() {
-        "cpu, cuda"
-    } else {
-        "cpu"
-    };
-    println!("inference devices: {devices}");
+    match vigil_inference::cuda_built_for() {
+        Some((major, minor)) => {
+            println!(
+            "inference devices: cpu, cuda (GPUs of compute capability {major}.{minor} and newer{})",
+            if vigil_inference::bf16_on_gpu() { "" } else { "; no bf16" }
+        )
+        }
+        None => println!("inference devices: cpu"),
+    }
     match vigil_web_ui::gpu::sample_now() {
         Ok(gpu) => {
             let cuda = gpu.cuda_version.as_deref().unwrap_or("?");

@@ -520,12 +520,10 @@ impl Config {
                 "bf16 runs only on a GPU (the CPU has no bf16 matrix product); use f32 or f16 with device = \"cpu\"".into(),
             ));
         }
-        if d != "cpu" && *precision.get_ref() == Precision::Int8 {
-            return Err(fail(
-                precision.span(),
-                "detector.precision".into(),
-                "int8 runs on the CPU only; use f16 with a GPU".into(),
-            ));
+        if d != "cpu" {
+            if let Some(why) = vigil_inference::gpu_precision_unsupported(*precision.get_ref()) {
+                return Err(fail(precision.span(), "detector.precision".into(), why));
+            }
         }
         let storage = &self.storage;
         for (name, days) in [

@@ -58,9 +58,56 @@ pub fn select_device(spec: &str) -> Result<Device, InferenceError> {
     }
 }
 
+/// The oldest GPU generation this build's CUDA code runs on, as a compute
+/// capability `(major, minor)`: PTX compiled for it is compiled again by the
+/// driver for any newer GPU, never for an older one. `None` without `cuda`.
+pub fn cuda_built_for() -> Option<(u32, u32)> {
+    let digits: u32 = option_env!("VIGIL_CUDA_COMPUTE_CAP")?.parse().ok()?;
+    Some((digits / 10, digits % 10))
+}
+
+/// Whether this build can run bf16 on a GPU: candle compiles its bf16
+/// kernels only for compute capability 8.0 (Ampere) and newer.
+pub fn bf16_on_gpu() -> bool {
+    cuda_built_for().is_some_and(|cap| cap >= (8, 0))
+}
+
+/// Why `precision` cannot run on the GPU in this build, if it cannot.
+pub fn gpu_precision_unsupported(precision: Precision) -> Option<String> {
+    match precision {
+        Precision::Int8 => Some("int8 runs on the CPU only; use f16 with a GPU".into()),
+        Precision::Bf16 if cuda_built_for().is_some() && !bf16_on_gpu() => {
+            let (major, minor) = cuda_built_for().unwrap_or_default();
+            Some(format!(
+                "bf16 needs a build for GPUs of compute capability 8.0 or newer; this one is built \
+                 for {major}.{minor} and later, where f16 is as fast: use f16"
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize) -> Result<Device, String> {
-    Device::new_cuda(ordinal).map_err(|e| e.to_string())
+    let device = Device::new_cuda(ordinal).map_err(|e| e.to_string())?;
+    if let (Device::Cuda(gpu), Some(built)) = (&device, cuda_built_for()) {
+        let (major, minor) = gpu
+            .cuda_stream()
+            .context()
+            .compute_capability()
+            .map_err(|e| e.to_string())?;
+        let has = (major as u32, minor as u32);
+        // Caught here, rather than as a failed module load at the first
+        // kernel, with the way out.
+        if has < built {
+            return Err(format!(
+                "GPU {ordinal} has compute capability {major}.{minor}; this build's GPU code \
+                 needs {}.{} or newer (build with CUDA_COMPUTE_CAP={major}{minor})",
+                built.0, built.1
+            ));
+        }
+    }
+    Ok(device)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -77,6 +124,10 @@ mod tests {
         assert!(select_device("cpu").unwrap().is_cpu());
         assert!(select_device("tpu").is_err());
         assert!(select_device("cuda:x").is_err());
+        assert!(gpu_precision_unsupported(Precision::Int8).is_some());
+        assert_eq!(gpu_precision_unsupported(Precision::F16), None);
+        #[cfg(not(feature = "cuda"))]
+        assert_eq!(cuda_built_for(), None);
         #[cfg(not(feature = "cuda"))]
         assert!(select_device("cuda")
             .unwrap_err()

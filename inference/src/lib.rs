@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use detector::SsdLiteDetector;
-pub use device::{select_device, Precision};
+pub use device::{
+    bf16_on_gpu, cuda_built_for, gpu_precision_unsupported, select_device, Precision,
+};
 pub use registry::{ModelFiles, ModelRegistry, DEFAULT_MODEL};
 pub use yolo::YoloDetector;
 

@@ -16,7 +16,22 @@ use vigil_inference::tfjs::TfjsGraph;
 use vigil_inference::{Detection, Detector, ImageView, ModelFiles, Precision};
 
 fn gpu() -> Device {
-    Device::new_cuda(0).expect("these tests need an NVIDIA GPU and its driver")
+    vigil_inference::select_device("cuda").expect("these tests need an NVIDIA GPU and its driver")
+}
+
+/// The float types this build runs on the GPU: bf16 only when built for
+/// compute capability 8.0 or newer (candle's bf16 kernels need it).
+fn gpu_dtypes() -> Vec<DType> {
+    let mut dtypes = vec![DType::F32, DType::F16];
+    if vigil_inference::bf16_on_gpu() {
+        dtypes.push(DType::BF16);
+    } else {
+        eprintln!(
+            "bf16 not checked: this build targets {:?}",
+            vigil_inference::cuda_built_for()
+        );
+    }
+    dtypes
 }
 
 /// Largest difference between `gpu` (any dtype) and the CPU's f32 `cpu`,
@@ -62,7 +77,7 @@ fn depthwise_matches_the_cpu() {
         let pad = Padding::same(h, w, 3, stride);
         for act in ACTIVATIONS {
             let cpu = depthwise_conv2d(&input, &kernel, &bias, stride, pad, act).unwrap();
-            for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for dtype in gpu_dtypes() {
                 let on_gpu = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
                 let ours = depthwise_conv2d(
                     &on_gpu(&input),
@@ -92,7 +107,7 @@ fn bias_activation_matches_the_cpu() {
         let bias = Tensor::randn(0f32, 1., dims[1], &Device::Cpu).unwrap();
         for act in ACTIVATIONS {
             let cpu = bias_activation(&x, &bias, act).unwrap();
-            for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for dtype in gpu_dtypes() {
                 let on_gpu = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
                 let ours = bias_activation(&on_gpu(&x), &on_gpu(&bias), act).unwrap();
                 let diff = relative_diff(&ours, &cpu);
@@ -126,7 +141,7 @@ fn preprocessing_matches_the_cpu_exactly() {
     let images = views(&photos);
     for (name, size, plan) in resize_rules() {
         let plans: Vec<ResizePlan> = images.iter().map(plan).collect();
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for dtype in gpu_dtypes() {
             let cpu = planar_batch(&images, &plans, size, &Device::Cpu, dtype).unwrap();
             let ours = planar_batch(&images, &plans, size, &gpu, dtype)
                 .unwrap()
@@ -165,6 +180,9 @@ fn check_model(files: &ModelFiles, name: &str, precisions: &[(Precision, f32)]) 
     let objects: usize = truth.iter().map(Vec::len).sum();
     assert!(objects >= 10, "{name}: only {objects} objects on the CPU");
     for &(precision, min) in precisions {
+        if precision == Precision::Bf16 && !vigil_inference::bf16_on_gpu() {
+            continue;
+        }
         let ranked = detect_all(load(&gpu(), precision, 0.1).as_ref(), &photos);
         let map = mean_average_precision(&truth, &ranked, 0.5);
         eprintln!(
