@@ -31,6 +31,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The bench prints a table; only warnings and errors interrupt it.
     let quiet = matches!(cli.command, Command::Bench(_));
+    if prints_only(&cli.command) {
+        end_quietly_on_closed_stdout();
+    }
     init_logging(cli.verbose, quiet);
     vigil_inference::memory::reuse_large_buffers();
     let result = match cli.command {
@@ -63,6 +66,31 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Commands that print and touch no socket or camera.
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Openapi
+            | Command::Version
+            | Command::Detect(_)
+            | Command::CheckConfig { .. }
+            | Command::ImportTfjs(_)
+            | Command::User(_)
+            | Command::Token(_)
+    )
+}
+
+/// `vigil openapi | head` ends as other Unix tools do, by SIGPIPE, instead
+/// of panicking on a failed print. Only for printing commands: the service
+/// keeps Rust's ignored SIGPIPE, under which a closed socket is an error
+/// to handle, not the end of the process.
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: restoring a signal's default action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

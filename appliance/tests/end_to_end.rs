@@ -522,3 +522,35 @@ fn detect_prints_one_json_array_with_boxes_in_source_pixels() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.jpg"));
 }
+
+/// `vigil openapi | head` ends as Unix tools do (SIGPIPE), not with a
+/// panic message about a failed print.
+#[test]
+fn printing_commands_end_quietly_when_their_reader_goes_away() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // A one-page pipe: the document (about 60 KiB) cannot fit in it, so
+    // the command is still printing when the reader goes.
+    // SAFETY: resizing a pipe this test owns.
+    let resized = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(resized > 0 && resized < 60_000, "{resized}");
+    let child = Command::new(VIGIL)
+        .arg("openapi")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut start = [0u8; 16];
+    reader.read_exact(&mut start).unwrap();
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&start).contains("openapi"));
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
