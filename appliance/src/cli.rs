@@ -235,7 +235,7 @@ pub struct DetectArgs {
     /// Report detections scoring at least this (0-1).
     #[arg(long, default_value_t = 0.5)]
     pub min_score: f32,
-    /// f32, f16 or int8 (int8: YOLO models, on x86-64 CPUs with AVX2; fastest with AVX-512 VNNI).
+    /// f32, f16 or int8 (int8: x86-64 CPUs with AVX2; fastest with AVX-512 VNNI).
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     pub precision: vigil_inference::Precision,
     /// Print one JSON array instead of text.

@@ -209,8 +209,8 @@ pub struct DetectorSection {
     #[serde(default = "default_device")]
     pub device: Spanned<String>,
     /// f32, f16, bf16 or int8 (f16/bf16 pay off on GPUs, bf16 runs only
-    /// there; int8 is for YOLO models on x86-64 CPUs with AVX2, fastest
-    /// with AVX-512 VNNI).
+    /// there; int8 is for x86-64 CPUs with AVX2, fastest with AVX-512
+    /// VNNI).
     #[serde(default = "default_precision")]
     pub precision: Spanned<Precision>,
 }

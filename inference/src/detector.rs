@@ -50,7 +50,7 @@ pub struct SsdLiteDetector {
 impl SsdLiteDetector {
     /// Loads a safetensors file written by the importer.
     pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self, InferenceError> {
-        Self::from_weights(&Weights::load(path, device)?, name, device)
+        Self::from_weights(&Weights::load(path, device)?, name, device, Precision::F32)
     }
 
     /// Loads in `precision` (weights converted once, at load).
@@ -61,12 +61,18 @@ impl SsdLiteDetector {
         precision: Precision,
     ) -> Result<Self, InferenceError> {
         let w = Weights::load(path, device)?.to_dtype(precision.dtype())?;
-        Self::from_weights(&w, name, device)
+        Self::from_weights(&w, name, device, precision)
     }
 
-    /// Builds the detector; it computes in the dtype of the weights.
-    pub fn from_weights(w: &Weights, name: &str, device: &Device) -> Result<Self, InferenceError> {
-        let model = SsdLite::load(w)?;
+    /// Builds the detector; it computes in the dtype of the weights, with
+    /// 1x1 layers in int8 where `precision` is `Int8` (weights in f32).
+    pub fn from_weights(
+        w: &Weights,
+        name: &str,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, InferenceError> {
+        let model = SsdLite::load(w, precision == Precision::Int8)?;
         let dtype = w.get("anchors")?.dtype();
         let anchors: Vec<[f32; 4]> = w
             .get_vec("anchors")?

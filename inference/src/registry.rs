@@ -158,16 +158,9 @@ impl ModelFiles {
                 if Family::detect(&weights).is_some() {
                     return load_ultralytics(&weights, path, &name, device, precision);
                 }
-                if precision == Precision::Int8 {
-                    return Err(weights.format_error(
-                        "int8 is available for YOLO models (darknet, Ultralytics); \
-                         SSDLite runs in f32 or f16"
-                            .into(),
-                    ));
-                }
                 let weights = weights.to_dtype(precision.dtype())?;
                 Ok(Box::new(SsdLiteDetector::from_weights(
-                    &weights, &name, device,
+                    &weights, &name, device, precision,
                 )?))
             }
             Self::Darknet {

@@ -1,7 +1,7 @@
 //! Reduced precisions must find what f32 finds: mAP@0.5 of their
 //! detections, f32's taken as ground truth, >= 0.95 for f16 and >= 0.90
 //! for INT8, on the shared photos and on frames of both shared clips. (bf16 has no matrix product
-//! on the CPU; its agreement is measured on the GPU by the throughput bench.)
+//! on the CPU; its agreement is checked on a GPU, in `tests/cuda.rs`.)
 
 mod common;
 
@@ -156,16 +156,38 @@ fn yolov3_tiny_int8_agrees_with_f32_on_every_kernel() {
     }
 }
 
-#[test]
-fn ssdlite_f16_agrees_with_f32() {
+/// The default model imported from its TF.js graph into `dir`.
+fn ssdlite(dir: &tempfile::TempDir) -> ModelFiles {
     let graph = TfjsGraph::load(&assets().join("models/ssdlite_mobilenet_v2_coco_tfjs/model.json"))
         .expect("TF.js graph");
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ssdlite.safetensors");
     save_safetensors(&ssdlite_tfjs::import(&graph).expect("import"), &path).unwrap();
-    check(
-        &ModelFiles::Safetensors(path),
-        "ssdlite",
-        &[(Precision::F16, MIN_MAP)],
-    );
+    ModelFiles::Safetensors(path)
+}
+
+#[test]
+fn ssdlite_f16_agrees_with_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    check(&ssdlite(&dir), "ssdlite", &[(Precision::F16, MIN_MAP)]);
+}
+
+/// Its 1x1 layers from 256 input channels run in int8 (the predictors stay
+/// f32).
+#[test]
+fn ssdlite_int8_agrees_with_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = ssdlite(&dir);
+    let name = format!("ssdlite ({} kernel)", int8_kernel().name());
+    check(&files, &name, &[(Precision::Int8, MIN_MAP_INT8)]);
+    // Proof that int8 ran at all: its scores are not f32's.
+    let photos = &images()[..4];
+    let scores = |p: Precision| -> Vec<f32> {
+        let d = files.load(&Device::Cpu, p).expect("load");
+        detect_all(d.as_ref(), photos)
+            .iter()
+            .flatten()
+            .map(|d| d.score)
+            .collect()
+    };
+    assert_ne!(scores(Precision::Int8), scores(Precision::F32));
 }

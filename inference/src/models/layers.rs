@@ -11,25 +11,45 @@ pub use crate::ops::Activation;
 use crate::ops::{bias_activation, conv2d, conv2d_max_pooled, depthwise_conv2d, Padding};
 use crate::InferenceError;
 
-/// A 1x1 convolution run as one matrix product over all pixels.
-pub struct Pointwise {
-    weight: Tensor, // [O, C]
-    bias: Tensor,   // [O]
-    act: Activation,
+/// A 1x1 convolution with its bias and activation.
+pub enum Pointwise {
+    /// One matrix product over all pixels.
+    Float {
+        weight: Tensor, // [O, C]
+        bias: Tensor,   // [O]
+        act: Activation,
+    },
+    /// Int8 weights and activations (`ops::int8`), where the model runs in
+    /// int8 and the layer has enough input channels for that to pay.
+    Int8(QuantizedConv),
 }
 
 impl Pointwise {
     /// Reads `{prefix}.weight` `[O, C, 1, 1]` and `{prefix}.bias` `[O]`.
-    pub fn load(w: &Weights, prefix: &str, act: Activation) -> Result<Self, InferenceError> {
+    /// `int8`: whether this layer may run in int8.
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        act: Activation,
+        int8: bool,
+    ) -> Result<Self, InferenceError> {
         let weight = w.get(&format!("{prefix}.weight"))?;
         let bias = w.get(&format!("{prefix}.bias"))?;
-        Ok(Self::new(&weight, &bias, act)?)
+        Ok(Self::new(&weight, &bias, act, int8)?)
     }
 
     /// From a `[O, C, 1, 1]` weight already in memory.
-    pub fn new(weight: &Tensor, bias: &Tensor, act: Activation) -> candle_core::Result<Self> {
+    pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        act: Activation,
+        int8: bool,
+    ) -> candle_core::Result<Self> {
         let (o, c, _, _) = weight.dims4()?;
-        Ok(Self {
+        if int8 && worth_quantizing(c, 1) {
+            return Ok(Self::Int8(QuantizedConv::new(weight, bias, 1, 0, act)?));
+        }
+        Ok(Self::Float {
             weight: weight.reshape((o, c))?,
             bias: bias.clone(),
             act,
@@ -37,23 +57,29 @@ impl Pointwise {
     }
 
     pub fn out_channels(&self) -> usize {
-        self.weight.dims()[0]
+        match self {
+            Self::Float { weight, .. } => weight.dims()[0],
+            Self::Int8(q) => q.out_channels(),
+        }
     }
 }
 
 impl Module for Pointwise {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (weight, bias, act) = match self {
+            Self::Float { weight, bias, act } => (weight, bias, *act),
+            Self::Int8(q) => return q.forward(x),
+        };
         let (n, c, h, w) = x.dims4()?;
         let o = self.out_channels();
         // The weights broadcast over the batch as a view (stride 0), which
         // the matrix product reads in place: candle's `broadcast_matmul`
         // would first copy them once per image.
-        let y = self
-            .weight
+        let y = weight
             .broadcast_as((n, o, c))?
             .matmul(&x.reshape((n, c, h * w))?)?
             .reshape((n, o, h, w))?;
-        bias_activation(&y, &self.bias, self.act)
+        bias_activation(&y, bias, act)
     }
 }
 

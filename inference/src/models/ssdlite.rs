@@ -34,7 +34,12 @@ struct InvertedResidual {
 }
 
 impl InvertedResidual {
-    fn load(w: &Weights, index: usize, in_channels: usize) -> Result<Self, InferenceError> {
+    fn load(
+        w: &Weights,
+        index: usize,
+        in_channels: usize,
+        int8: bool,
+    ) -> Result<Self, InferenceError> {
         let p = format!("backbone.block{index}");
         let stride = BLOCK_STRIDES[index];
         // The first block works on the stem's 32 channels directly.
@@ -45,10 +50,11 @@ impl InvertedResidual {
                 w,
                 &format!("{p}.expand"),
                 Activation::Relu6,
+                int8,
             )?)
         };
         let depthwise = Depthwise::load(w, &format!("{p}.depthwise"), stride, Activation::Relu6)?;
-        let project = Pointwise::load(w, &format!("{p}.project"), Activation::None)?;
+        let project = Pointwise::load(w, &format!("{p}.project"), Activation::None, int8)?;
         let residual = stride == 1 && project.out_channels() == in_channels;
         Ok(Self {
             expand,
@@ -81,7 +87,8 @@ impl Predictor {
     fn load(w: &Weights, prefix: &str, per_anchor: usize) -> Result<Self, InferenceError> {
         Ok(Self {
             depthwise: Depthwise::load(w, &format!("{prefix}.depthwise"), 1, Activation::Relu6)?,
-            pointwise: Pointwise::load(w, &format!("{prefix}.pointwise"), Activation::None)?,
+            // f32: the scores and box offsets come straight out of it.
+            pointwise: Pointwise::load(w, &format!("{prefix}.pointwise"), Activation::None, false)?,
             per_anchor,
         })
     }
@@ -118,23 +125,26 @@ pub struct SsdLite {
 }
 
 impl SsdLite {
-    pub fn load(w: &Weights) -> Result<Self, InferenceError> {
+    /// `int8`: run the backbone's and extra layers' 1x1 convolutions with
+    /// enough input channels in int8 (`Pointwise::Int8`); the predictors
+    /// stay in the weights' type.
+    pub fn load(w: &Weights, int8: bool) -> Result<Self, InferenceError> {
         let stem = Conv::load(w, "backbone.stem", 2, Activation::Relu6)?;
         let mut channels = w.get("backbone.stem.weight")?.dim(0)?;
         let mut blocks = Vec::with_capacity(BLOCK_STRIDES.len());
         for i in 0..BLOCK_STRIDES.len() {
-            let block = InvertedResidual::load(w, i, channels)?;
+            let block = InvertedResidual::load(w, i, channels, int8)?;
             channels = block.project.out_channels();
             blocks.push(block);
         }
-        let last = Pointwise::load(w, "backbone.last", Activation::Relu6)?;
+        let last = Pointwise::load(w, "backbone.last", Activation::Relu6, int8)?;
         let extras = (0..EXTRA_LAYERS)
             .map(|k| {
                 let p = format!("extra{k}");
                 Ok(Extra {
-                    reduce: Pointwise::load(w, &format!("{p}.reduce"), Activation::Relu6)?,
+                    reduce: Pointwise::load(w, &format!("{p}.reduce"), Activation::Relu6, int8)?,
                     depthwise: Depthwise::load(w, &format!("{p}.depthwise"), 2, Activation::Relu6)?,
-                    expand: Pointwise::load(w, &format!("{p}.expand"), Activation::Relu6)?,
+                    expand: Pointwise::load(w, &format!("{p}.expand"), Activation::Relu6, int8)?,
                 })
             })
             .collect::<Result<Vec<_>, InferenceError>>()?;

@@ -444,7 +444,7 @@ impl Branch {
             .to_dtype(precision.dtype())?;
         Ok(Self {
             convs,
-            last: Pointwise::new(&weight, &bias, Activation::None)?,
+            last: Pointwise::new(&weight, &bias, Activation::None, false)?,
         })
     }
 }
