@@ -62,7 +62,10 @@ pub fn select_device(spec: &str) -> Result<Device, InferenceError> {
 /// capability `(major, minor)`: PTX compiled for it is compiled again by the
 /// driver for any newer GPU, never for an older one. `None` without `cuda`.
 pub fn cuda_built_for() -> Option<(u32, u32)> {
-    let digits: u32 = option_env!("VIGIL_CUDA_COMPUTE_CAP")?.parse().ok()?;
+    // "90a" (an architecture-specific target) is still 9.0.
+    let cap =
+        option_env!("VIGIL_CUDA_COMPUTE_CAP")?.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let digits: u32 = cap.parse().ok()?;
     Some((digits / 10, digits % 10))
 }
 
