@@ -69,23 +69,25 @@ pub fn cuda_built_for() -> Option<(u32, u32)> {
     Some((digits / 10, digits % 10))
 }
 
-/// Whether this build can run bf16 on a GPU: candle compiles its bf16
-/// kernels only for compute capability 8.0 (Ampere) and newer.
+/// candle compiles its bf16 kernels only for this compute capability
+/// (Ampere) and newer.
+const BF16_FROM: (u32, u32) = (8, 0);
+
+/// Whether this build can run bf16 on a GPU.
 pub fn bf16_on_gpu() -> bool {
-    cuda_built_for().is_some_and(|cap| cap >= (8, 0))
+    cuda_built_for().is_some_and(|cap| cap >= BF16_FROM)
 }
 
-/// Why `precision` cannot run on the GPU in this build, if it cannot.
+/// Why `precision` cannot run on the GPU in this build, if it cannot: the
+/// one rule the configuration check and model loading both apply.
 pub fn gpu_precision_unsupported(precision: Precision) -> Option<String> {
-    match precision {
-        Precision::Int8 => Some("int8 runs on the CPU only; use f16 with a GPU".into()),
-        Precision::Bf16 if cuda_built_for().is_some() && !bf16_on_gpu() => {
-            let (major, minor) = cuda_built_for().unwrap_or_default();
-            Some(format!(
-                "bf16 needs a build for GPUs of compute capability 8.0 or newer; this one is built \
-                 for {major}.{minor} and later, where f16 is as fast: use f16"
-            ))
-        }
+    match (precision, cuda_built_for()) {
+        (Precision::Int8, _) => Some("int8 runs on the CPU only; use f16 with a GPU".into()),
+        (Precision::Bf16, Some((major, minor))) if (major, minor) < BF16_FROM => Some(format!(
+            "bf16 needs a build for GPUs of compute capability {}.{} or newer; this one is \
+             built for {major}.{minor} and later, where f16 is as fast: use f16",
+            BF16_FROM.0, BF16_FROM.1
+        )),
         _ => None,
     }
 }

@@ -146,10 +146,13 @@ impl ModelFiles {
         precision: Precision,
     ) -> Result<Box<dyn Detector>, InferenceError> {
         let name = self.name();
-        if precision == Precision::Int8 && !device.is_cpu() {
+        if let Some(reason) = (!device.is_cpu())
+            .then(|| crate::device::gpu_precision_unsupported(precision))
+            .flatten()
+        {
             return Err(InferenceError::Device {
                 spec: format!("{device:?}"),
-                reason: "int8 runs on the CPU only; use f16 on a GPU".into(),
+                reason,
             });
         }
         match self {

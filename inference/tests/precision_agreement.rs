@@ -56,16 +56,21 @@ fn clip_frames(name: &str, width: usize, height: usize, step: usize) -> Vec<Imag
         .collect()
 }
 
-fn images() -> Vec<Image> {
-    let photos = Reference::load("yolov3_tiny.opencv.json").photos(JpegDecoder::LibjpegTurbo);
-    let mut all: Vec<Image> = photos
+/// The shared photos, decoded as OpenCV would.
+fn photos() -> Vec<Image> {
+    Reference::load("yolov3_tiny.opencv.json")
+        .photos(JpegDecoder::LibjpegTurbo)
         .into_iter()
         .map(|p| Image {
             width: p.width,
             height: p.height,
             rgb: p.rgb,
         })
-        .collect();
+        .collect()
+}
+
+fn images() -> Vec<Image> {
+    let mut all = photos();
     all.extend(clip_frames("vtest.avi", 768, 576, 50));
     all.extend(clip_frames("bikes.mp4", 640, 272, 25));
     assert!(all.len() >= 6 + 16 + 10, "{} images", all.len());
@@ -180,10 +185,10 @@ fn ssdlite_int8_agrees_with_f32() {
     let name = format!("ssdlite ({} kernel)", int8_kernel().name());
     check(&files, &name, &[(Precision::Int8, MIN_MAP_INT8)]);
     // Proof that int8 ran at all: its scores are not f32's.
-    let photos = &images()[..4];
+    let stills = photos();
     let scores = |p: Precision| -> Vec<f32> {
         let d = files.load(&Device::Cpu, p).expect("load");
-        detect_all(d.as_ref(), photos)
+        detect_all(d.as_ref(), &stills)
             .iter()
             .flatten()
             .map(|d| d.score)
