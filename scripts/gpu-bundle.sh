@@ -10,10 +10,16 @@
 #                                      GPU figures NVML gives (web-ui's gpu)
 #   scripts/gpu-bundle.sh bench DIR   the throughput benchmark on CUDA,
 #                                      batches 1..64, the CPU as anchor
+#   scripts/gpu-bundle.sh frames DIR  appliance/tests/gpu_frames.rs: NVDEC
+#                                      frames handed to the model in GPU
+#                                      memory against the host path, with
+#                                      the ffmpeg libraries (libav*) it needs
 #
 # DIR receives bundle.tar.xz (under 60 MB: the models do not compress) and
-# run.sh. On the GPU machine: `bash DIR/run.sh [OUT]`, which unpacks to /tmp
-# and writes its log to OUT (default: the current directory).
+# run.sh; for `frames` also lib-1.tar.xz and lib-2.tar.xz (about 40 MB each;
+# a machine that takes 64 MB at a time gets them in separate copies). On
+# the GPU machine: `bash DIR/run.sh [OUT]`, which unpacks to /tmp and writes
+# its log to OUT (default: the current directory).
 # Assets come from $VIGIL_TEST_ASSETS (default ../shared/assets, as the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,23 +58,45 @@ case "$what" in
     cargo bench -p vigil-benches --features cuda --bench throughput --no-run \
       --message-format=json-render-diagnostics | executables > "$stage/exe"
     ;;
+  frames)
+    cargo test --release -p vigil --features cuda --test gpu_frames --no-run \
+      --message-format=json-render-diagnostics | executables > "$stage/exe"
+    mkdir -p "$stage/assets/video"
+    cp "$assets/video/bikes.mp4" "$stage/assets/video/"
+    ;;
   *) echo "tests or bench, not $what" >&2; exit 2 ;;
 esac
 exe=$(tail -n 1 "$stage/exe")
 cp "$exe" "$stage/bin/check"
 strip "$stage/bin/check"
-cp -r "$assets/images" "$stage/assets/"
-cp "$assets"/reference/*.json "$stage/assets/reference/"
-cp -r "$assets/models/ssdlite_mobilenet_v2_coco_tfjs" "$assets/models/yolov3_tiny_darknet" \
-  "$stage/assets/models/"
+cp -r "$assets/models/ssdlite_mobilenet_v2_coco_tfjs" "$stage/assets/models/"
+if [ "$what" != frames ]; then
+  cp -r "$assets/images" "$stage/assets/"
+  cp "$assets"/reference/*.json "$stage/assets/reference/"
+  cp -r "$assets/models/yolov3_tiny_darknet" "$stage/assets/models/"
+fi
 
 mkdir -p "$dir"
+if [ "$what" = frames ]; then
+  # libav* and what they load, but not glibc's own or the GPU driver's
+  # libraries: the machine's serve. In two halves by size.
+  ldd "$stage/bin/check" | awk '$3 ~ /^\// { print $3 }' \
+    | grep -vE '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so|/libcuda\.so|/libcublas|/libcurand|/libcudart|/libnvrtc' \
+    | xargs -r stat -L -c '%s %n' | sort -rn > "$stage/libs"
+  awk 'NR % 2 == 1 { print $2 }' "$stage/libs" > "$stage/libs-1"
+  awk 'NR % 2 == 0 { print $2 }' "$stage/libs" > "$stage/libs-2"
+  for half in 1 2; do
+    tar -chf - -T "$stage/libs-$half" --transform 's|.*/|lib/|' 2>/dev/null \
+      | xz -T0 -6 > "$dir/lib-$half.tar.xz"
+  done
+fi
 tar -C "$stage" -cf - bin lib assets | xz -T0 -6 > "$dir/bundle.tar.xz"
 case "$what" in
   tests) run='VIGIL_EXPECT_GPU=1 bin/gpu-stats gpu:: --nocapture && bin/check --test-threads 1 --nocapture' ;;
   # f32, f16 and bf16 on the GPU at batch 1..64; the YOLOv8/11 models are
   # built with synthetic weights inside the benchmark.
   bench) run='VIGIL_BENCH_DEVICE=cuda bin/check --bench' ;;
+  frames) run='bin/check --test-threads 1 --nocapture' ;;
 esac
 cat > "$dir/run.sh" <<EOF
 #!/usr/bin/env bash
@@ -76,7 +104,9 @@ cat > "$dir/run.sh" <<EOF
 set -euo pipefail
 out=\$(realpath "\${1:-.}")
 work=\$(mktemp -d)
-tar -C "\$work" -xJf "\$(dirname "\$0")/bundle.tar.xz"
+for part in "\$(dirname "\$0")"/lib-*.tar.xz "\$(dirname "\$0")"/bundle.tar.xz; do
+  [ -f "\$part" ] && tar -C "\$work" -xJf "\$part"
+done
 cd "\$work"
 export PATH="\$work/bin:\$PATH" VIGIL_TEST_ASSETS="\$work/assets"
 export LD_LIBRARY_PATH="\$work/lib:/usr/local/cuda/lib64:/usr/local/nvidia/lib64:\${LD_LIBRARY_PATH:-}"

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
+use vigil::frame_view::frame_view;
 use vigil_analytics::{CameraAnalytics, CountKey, Detected, EventChange, FrameAnalysis, FrameInfo};
 use vigil_inference::{Detection, Detector, ImageView};
-use vigil_ingest::{Frame, FrameReceiver};
+use vigil_ingest::{Frame, FrameReceiver, Pixels};
 use vigil_storage::{DetectionRecord, EventRecord, HotStore, MinuteCount, WriteOp};
-use vigil_web_ui::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
+use vigil_web_ui::{FramePixels, LatestDetections, LiveDetection, LiveFrames, Snapshot};
 
 use crate::snapshot::event_snapshot;
 
@@ -107,10 +108,7 @@ impl Analyser {
     }
 
     fn analyse(&mut self, batch: Vec<Frame>, snapshots: &mut SnapshotKeys) {
-        let views: Result<Vec<ImageView>, _> = batch
-            .iter()
-            .map(|f| ImageView::new(f.width as usize, f.height as usize, &f.rgb))
-            .collect();
+        let views: Result<Vec<ImageView>, _> = batch.iter().map(frame_view).collect();
         let started = Instant::now();
         let results = views.and_then(|v| self.detector.detect(&v));
         let elapsed = started.elapsed();
@@ -167,14 +165,16 @@ impl Analyser {
                 score: detections[i].score,
                 bbox: detections[i].bbox.into(),
             }));
+            // The picture, fetched from the GPU at most once, if an event needs it.
+            let mut picture = None;
             for change in &analysis.events {
                 let snapshot = if change.new_best {
-                    let jpeg = event_snapshot(
-                        &frame.rgb,
-                        frame.width,
-                        frame.height,
-                        change.event.best_box,
-                    );
+                    let jpeg = picture
+                        .get_or_insert_with(|| host_picture(&frame))
+                        .as_deref()
+                        .and_then(|rgb| {
+                            event_snapshot(rgb, frame.width, frame.height, change.event.best_box)
+                        });
                     snapshots.replace(&self.hot, &camera, change.event.track_id, jpeg)
                 } else {
                     snapshots.current(&camera, change)
@@ -216,16 +216,15 @@ impl Analyser {
             if let Err(e) = self.hot.put_latest(&camera, &bytes) {
                 tracing::warn!(error = %e, "hot state not updated");
             }
+            let fetched = match picture.flatten() {
+                Some(std::borrow::Cow::Owned(rgb)) => Some(rgb),
+                _ => None,
+            };
+            let (seq, width, height) = (frame.seq, frame.width, frame.height);
+            let pixels = live_pixels(frame.pixels, fetched);
             self.live.publish(
                 &camera,
-                Snapshot::new(
-                    frame.seq,
-                    wall_ms,
-                    frame.width,
-                    frame.height,
-                    frame.rgb,
-                    live,
-                ),
+                Snapshot::new(seq, wall_ms, width, height, pixels, live),
             );
         }
         let count = rows.len() as u64;
@@ -251,6 +250,28 @@ impl Analyser {
                 .collect();
             self.store.send(WriteOp::Counts(counts)).ok();
         }
+    }
+}
+
+/// `frame`'s picture as RGB, fetched from the GPU if it is there; `None`
+/// (logged) if that fails: the event goes on without a snapshot.
+fn host_picture(frame: &Frame) -> Option<std::borrow::Cow<'_, [u8]>> {
+    frame
+        .rgb()
+        .inspect_err(|e| tracing::warn!(error = %e, "no picture for the snapshot"))
+        .ok()
+}
+
+/// The live view's picture: the frame's RGB, the copy already fetched for
+/// a snapshot, or a fetch from the GPU when a browser asks.
+fn live_pixels(pixels: Pixels, fetched: Option<Vec<u8>>) -> FramePixels {
+    match (pixels, fetched) {
+        (Pixels::Rgb(rgb), _) | (Pixels::Gpu(_), Some(rgb)) => FramePixels::Rgb(rgb),
+        (Pixels::Gpu(gpu), None) => FramePixels::OnDemand(Box::new(move || {
+            gpu.to_rgb()
+                .inspect_err(|e| tracing::warn!(error = %e, "no picture for the live view"))
+                .ok()
+        })),
     }
 }
 

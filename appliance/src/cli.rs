@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// Most frames per model call.
     #[arg(long, default_value_t = 4)]
     pub max_batch: usize,
+    /// With the model on a GPU: copy NVDEC frames through the host instead
+    /// of handing them over in GPU memory (to measure what that saves).
+    #[arg(long)]
+    pub host_frames: bool,
     /// Skip the anchors (the model alone, decoding alone, the ffmpeg CLI).
     #[arg(long)]
     pub no_anchors: bool,

@@ -213,6 +213,14 @@ pub struct DetectorSection {
     /// VNNI).
     #[serde(default = "default_precision")]
     pub precision: Spanned<Precision>,
+    /// With the model on a GPU: NVDEC frames reach it in GPU memory
+    /// (`false`: copied through the host, as other decoders' frames are).
+    #[serde(default = "yes")]
+    pub gpu_frames: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_precision() -> Spanned<Precision> {
@@ -232,6 +240,7 @@ impl Default for DetectorSection {
             max_wait_ms: default_max_wait_ms(),
             device: default_device(),
             precision: default_precision(),
+            gpu_frames: true,
         }
     }
 }

@@ -183,6 +183,14 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
     let (frame_tx, frame_rx) = frame_queue(per_camera);
     let stop = Arc::new(AtomicBool::new(false));
 
+    // With the model on a GPU, NVDEC decodes into its context and frames
+    // reach it without leaving GPU memory.
+    let gpu_target = vigil_inference::gpu_context(&device)
+        .filter(|_| config.detector.gpu_frames)
+        .map(|g| vigil_ingest::GpuTarget {
+            ordinal: g.ordinal,
+            context: g.context,
+        });
     let mut sources = Vec::new();
     let mut directory = Vec::new();
     let mut cameras = HashMap::new();
@@ -197,6 +205,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
                 hwaccel: cam.hwaccel,
                 decode_threads: 0,
                 max_width: Some(*cam.max_width.get_ref()),
+                gpu_target,
             },
             frame_tx.clone(),
             stop.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vigil_ingest::{frame_queue, Frame};
+use vigil_ingest::{frame_queue, Frame, Pixels};
 
 fn frame(camera: &Arc<str>, seq: u64, rgb: Vec<u8>) -> Frame {
     Frame {
@@ -16,7 +16,7 @@ fn frame(camera: &Arc<str>, seq: u64, rgb: Vec<u8>) -> Frame {
         wall_time: SystemTime::now(),
         width: 1280,
         height: 720,
-        rgb,
+        pixels: Pixels::Rgb(rgb),
     }
 }
 
@@ -41,7 +41,10 @@ fn batcher(c: &mut Criterion) {
                     let batch = rx
                         .next_batch(max_batch, Duration::ZERO)
                         .expect("frames were sent");
-                    buffers.extend(batch.into_iter().map(|f| f.rgb));
+                    buffers.extend(batch.into_iter().map(|f| match f.pixels {
+                        Pixels::Rgb(rgb) => rgb,
+                        Pixels::Gpu(_) => unreachable!("the bench sends RGB frames"),
+                    }));
                 }
             });
         });

@@ -92,8 +92,61 @@ pub fn gpu_precision_unsupported(precision: Precision) -> Option<String> {
     }
 }
 
+/// The CUDA context a model on `device` computes in: frames a hardware
+/// decoder writes into the same context reach the model without a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuContext {
+    /// The GPU's number (`cuda:N`).
+    pub ordinal: usize,
+    /// Its primary context (`CUcontext`), as an address.
+    pub context: usize,
+}
+
+/// [`GpuContext`] of `device`; `None` on the CPU.
+pub fn gpu_context(device: &Device) -> Option<GpuContext> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(gpu) = device {
+        let stream = gpu.cuda_stream();
+        let context = stream.context();
+        return Some(GpuContext {
+            ordinal: context.ordinal(),
+            context: context.cu_ctx() as usize,
+        });
+    }
+    let _ = device;
+    None
+}
+
+/// Gives GPU `ordinal`'s primary context the scheduling ffmpeg's CUDA
+/// device insists on when it shares that context (blocking sync: a waiting
+/// thread sleeps rather than spins, which also leaves the CPU to the rest
+/// of the box). Set before candle first makes the context current, so
+/// that NVDEC can decode into the model's context; if it fails, decoders
+/// get contexts of their own and frames are copied through the host.
+#[cfg(feature = "cuda")]
+fn schedule_like_ffmpeg(ordinal: usize) {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let set = || -> Result<(), result::DriverError> {
+        result::init()?;
+        let device = result::device::get(ordinal as i32)?;
+        // SAFETY: a device handle the driver just returned.
+        unsafe {
+            sys::cuDevicePrimaryCtxSetFlags_v2(
+                device,
+                sys::CUctx_flags::CU_CTX_SCHED_BLOCKING_SYNC as u32,
+            )
+        }
+        .result()
+    };
+    if let Err(e) = set() {
+        tracing::warn!(gpu = ordinal, error = %e, "cannot set the GPU context's scheduling; \
+            NVDEC frames will be copied through the host");
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize) -> Result<Device, String> {
+    schedule_like_ffmpeg(ordinal);
     let device = Device::new_cuda(ordinal).map_err(|e| e.to_string())?;
     if let (Device::Cuda(gpu), Some(built)) = (&device, cuda_built_for()) {
         let (major, minor) = gpu
@@ -129,6 +182,7 @@ mod tests {
         assert!(select_device("cpu").unwrap().is_cpu());
         assert!(select_device("tpu").is_err());
         assert!(select_device("cuda:x").is_err());
+        assert_eq!(gpu_context(&Device::Cpu), None);
         assert!(gpu_precision_unsupported(Precision::Int8).is_some());
         assert_eq!(gpu_precision_unsupported(Precision::F16), None);
         #[cfg(not(feature = "cuda"))]

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use detector::SsdLiteDetector;
 pub use device::{
-    bf16_on_gpu, cuda_built_for, gpu_precision_unsupported, select_device, Precision,
+    bf16_on_gpu, cuda_built_for, gpu_context, gpu_precision_unsupported, select_device, GpuContext,
+    Precision,
 };
 pub use registry::{ModelFiles, ModelRegistry, DEFAULT_MODEL};
 pub use yolo::YoloDetector;
@@ -53,17 +54,55 @@ pub enum InferenceError {
     },
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("GPU frame: {reason}")]
+    BadGpuFrame { reason: String },
     #[error("device {spec:?}: {reason}")]
     Device { spec: String, reason: String },
 }
 
-/// A packed RGB24 image borrowed from its owner (a decoded frame, a photo).
+/// An image borrowed from its owner (a decoded frame, a photo): packed RGB
+/// in host memory, or an NV12 frame a hardware decoder left in GPU memory.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageView<'a> {
+    /// The size the image is seen at: detections come back in these pixels.
     pub width: usize,
     pub height: usize,
+    pub pixels: Pixels<'a>,
+}
+
+/// Where an [`ImageView`]'s pixels are.
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
     /// `height` rows of `width * 3` bytes, R G B.
-    pub rgb: &'a [u8],
+    Rgb(&'a [u8]),
+    /// A frame in GPU memory, at its own size (the view's size may be
+    /// smaller: it is sampled accordingly).
+    CudaNv12(CudaNv12),
+}
+
+/// An NV12 frame in GPU memory: a luma plane and an interleaved chroma
+/// plane (U V) of half the height, each row `pitch` bytes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaNv12 {
+    /// The CUDA context (`CUcontext`) the planes belong to; a model runs
+    /// only frames of its own context.
+    pub context: usize,
+    pub width: usize,
+    pub height: usize,
+    pub luma: u64,
+    pub luma_pitch: usize,
+    pub chroma: u64,
+    pub chroma_pitch: usize,
+    pub color: YuvColor,
+}
+
+/// How a frame's YUV values become RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct YuvColor {
+    /// BT.709 (HD) rather than BT.601 (SD, and what unlabelled streams get).
+    pub bt709: bool,
+    /// Values span 0-255 rather than video's 16-235.
+    pub full_range: bool,
 }
 
 impl<'a> ImageView<'a> {
@@ -78,7 +117,51 @@ impl<'a> ImageView<'a> {
                 expected,
             });
         }
-        Ok(Self { width, height, rgb })
+        Ok(Self {
+            width,
+            height,
+            pixels: Pixels::Rgb(rgb),
+        })
+    }
+
+    /// `frame`, seen at `width` x `height` (its own size or smaller).
+    ///
+    /// # Safety
+    /// The planes must stay valid GPU memory of `frame.context`, as wide,
+    /// high and pitched as `frame` says, until the detection that reads
+    /// them has returned.
+    pub unsafe fn cuda_nv12(
+        width: usize,
+        height: usize,
+        frame: CudaNv12,
+    ) -> Result<Self, InferenceError> {
+        let fits = width > 0
+            && height > 0
+            && width <= frame.width
+            && height <= frame.height
+            && frame.luma_pitch >= frame.width
+            && frame.chroma_pitch >= frame.width.next_multiple_of(2);
+        if !fits {
+            return Err(InferenceError::BadGpuFrame {
+                reason: format!(
+                    "a {}x{} view of a {}x{} NV12 frame with pitches {} and {}",
+                    width, height, frame.width, frame.height, frame.luma_pitch, frame.chroma_pitch
+                ),
+            });
+        }
+        Ok(Self {
+            width,
+            height,
+            pixels: Pixels::CudaNv12(frame),
+        })
+    }
+
+    /// The packed RGB bytes, for an image in host memory.
+    pub fn rgb(&self) -> Option<&'a [u8]> {
+        match self.pixels {
+            Pixels::Rgb(rgb) => Some(rgb),
+            Pixels::CudaNv12(_) => None,
+        }
     }
 }
 

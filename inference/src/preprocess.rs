@@ -5,13 +5,14 @@
 //! value); the plan then runs on the CPU here, or on the GPU
 //! (`cuda/ops.cu`) when the model runs there: then the frames' bytes cross
 //! the bus instead of the model input (about as many), and the host does
-//! none of the per-pixel work.
+//! none of the per-pixel work. NV12 frames a hardware decoder left in GPU
+//! memory do not cross it at all.
 
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::kernel_u32;
-use crate::ImageView;
+use crate::{ImageView, Pixels};
 
 /// The bilinear blend of the bytes at `left` and `right` of the `top` and
 /// `bottom` rows: along the rows by `fx`, then between them by `fy`.
@@ -169,10 +170,27 @@ impl ResizePlan {
         (plan, placement)
     }
 
+    /// The factor from an 8-bit level to a model input value.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
     /// Writes planar `[3, out_h, out_w]` into `dst` on the CPU, rows in
     /// parallel: one image (batch 1) is otherwise one thread's work, about
     /// 2 ms of a YOLOv3-tiny frame on this project's CPU.
-    pub fn run(&self, image: &ImageView<'_>, (out_w, out_h): (usize, usize), dst: &mut [f32]) {
+    pub fn run(
+        &self,
+        image: &ImageView<'_>,
+        (out_w, out_h): (usize, usize),
+        dst: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let Some(rgb) = image.rgb() else {
+            candle_core::bail!("{ON_GPU}")
+        };
+        let image = RgbImage {
+            width: image.width,
+            rgb,
+        };
         let plane = out_w * out_h;
         assert_eq!(dst.len(), 3 * plane, "destination size");
         #[cfg(target_arch = "x86_64")]
@@ -188,11 +206,21 @@ impl ResizePlan {
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
                     // SAFETY: the CPU has the features the function was compiled for.
-                    return unsafe { resize_row_avx2(image, self, y, rows) };
+                    return unsafe { resize_row_avx2(&image, self, y, rows) };
                 }
-                resize_row(image, self, y, rows)
+                resize_row(&image, self, y, rows)
             });
+        Ok(())
     }
+}
+
+/// What the CPU path says of a frame that is in GPU memory.
+const ON_GPU: &str = "a frame in GPU memory reached a model on the CPU";
+
+/// The CPU resize's view of an image: its width and its packed RGB rows.
+struct RgbImage<'a> {
+    width: usize,
+    rgb: &'a [u8],
 }
 
 /// Output row `y` of the three planes; a separate function so it can be
@@ -200,7 +228,7 @@ impl ResizePlan {
 /// of the three per pixel was a call into libm (5 % of YOLOv3-tiny's
 /// frame); with AVX2 it is inlined, with the same result.
 #[inline(always)]
-fn resize_row(image: &ImageView<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]; 3]) {
+fn resize_row(image: &RgbImage<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]; 3]) {
     if r.round {
         blend_row::<true>(image, r, y, rows)
     } else {
@@ -211,7 +239,7 @@ fn resize_row(image: &ImageView<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]
 /// [`resize_row`] for one rounding rule, so the loop does not branch on it.
 #[inline(always)]
 fn blend_row<const ROUND: bool>(
-    image: &ImageView<'_>,
+    image: &RgbImage<'_>,
     r: &ResizePlan,
     y: usize,
     rows: [&mut [f32]; 3],
@@ -241,13 +269,13 @@ fn blend_row<const ROUND: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn resize_row_avx2(image: &ImageView<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]; 3]) {
+unsafe fn resize_row_avx2(image: &RgbImage<'_>, r: &ResizePlan, y: usize, rows: [&mut [f32]; 3]) {
     resize_row(image, r, y, rows)
 }
 
 /// Runs each image's plan into one `[N, 3, out_h, out_w]` batch of `dtype`
 /// on `device`: on the CPU, then copied over; on CUDA, on the GPU from the
-/// images' bytes.
+/// images' bytes, or from their NV12 frames where they are in GPU memory.
 pub fn planar_batch(
     images: &[ImageView<'_>],
     plans: &[ResizePlan],
@@ -260,26 +288,24 @@ pub fn planar_batch(
     if let Device::Cuda(gpu) = device {
         return cuda::planar_batch(gpu, images, plans, (out_w, out_h), dtype);
     }
+    if images.iter().any(|i| i.rgb().is_none()) {
+        candle_core::bail!("{ON_GPU}")
+    }
     let per_image = 3 * out_w * out_h;
     let mut batch = vec![0f32; images.len() * per_image];
     batch
         .par_chunks_mut(per_image)
         .zip(images.par_iter().zip(plans))
-        .for_each(|(dst, (image, plan))| plan.run(image, (out_w, out_h), dst));
+        .try_for_each(|(dst, (image, plan))| plan.run(image, (out_w, out_h), dst))?;
     Tensor::from_vec(batch, (images.len(), 3, out_h, out_w), device)?.to_dtype(dtype)
 }
 
-/// A batch's arguments for `resize_planar` in `cuda/ops.cu`: every image's
-/// bytes one after another, per image [`Self::GEOMETRY_WORDS`] words of
-/// `geometry` (width, left and top bands, resized width and height, where
-/// its column and row taps start, where its bytes start), and every plan's
-/// taps, columns then rows, as index pairs and weights. Public for the test
-/// that runs the kernel's source on the host (`cuda-emulation`).
+/// What the resize kernels of `cuda/ops.cu` share: every plan's taps,
+/// columns then rows, as index pairs and weights, and the batch's one rule
+/// for rounding, scale, offset and fill.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct GpuResizeBatch {
-    pub rgb: Vec<u8>,
-    pub geometry: Vec<u32>,
+pub struct TapTables {
     pub tap_index: Vec<u32>,
     pub tap_frac: Vec<f32>,
     pub images: u32,
@@ -291,15 +317,15 @@ pub struct GpuResizeBatch {
     pub round: i32,
 }
 
-impl GpuResizeBatch {
-    /// `GEOMETRY_WORDS` in `cuda/ops.cu`.
-    pub const GEOMETRY_WORDS: usize = 8;
+/// Where one plan sits in [`TapTables`]: its left and top bands, its
+/// resized width and height, where its column and row taps start.
+type PlanWords = [u32; 6];
 
-    pub fn new(
-        images: &[ImageView<'_>],
+impl TapTables {
+    fn new(
         plans: &[ResizePlan],
         (out_w, out_h): (usize, usize),
-    ) -> candle_core::Result<Self> {
+    ) -> candle_core::Result<(Self, Vec<PlanWords>)> {
         let Some(first) = plans.first() else {
             candle_core::bail!("resize: an empty batch")
         };
@@ -307,12 +333,10 @@ impl GpuResizeBatch {
         if plans.iter().any(|p| rule(p) != rule(first)) {
             candle_core::bail!("resize: one batch takes one rounding, scale, offset and fill")
         }
-        let mut batch = Self {
-            rgb: Vec::with_capacity(images.iter().map(|i| i.rgb.len()).sum()),
-            geometry: Vec::with_capacity(images.len() * Self::GEOMETRY_WORDS),
+        let mut tables = Self {
             tap_index: Vec::new(),
             tap_frac: Vec::new(),
-            images: kernel_u32("resize", images.len())?,
+            images: kernel_u32("resize", plans.len())?,
             out_w: kernel_u32("resize", out_w)?,
             out_h: kernel_u32("resize", out_h)?,
             scale: first.scale,
@@ -320,29 +344,25 @@ impl GpuResizeBatch {
             fill: first.fill,
             round: i32::from(first.round),
         };
-        for (image, plan) in images.iter().zip(plans) {
-            let taps_at = batch.tap_frac.len();
+        let mut words = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let taps_at = tables.tap_frac.len();
             for &(lo, hi, frac) in plan.x_taps.iter().chain(&plan.y_taps) {
-                batch
+                tables
                     .tap_index
                     .extend([kernel_u32("resize", lo)?, kernel_u32("resize", hi)?]);
-                batch.tap_frac.push(frac);
+                tables.tap_frac.push(frac);
             }
-            for word in [
-                image.width,
-                plan.left,
-                plan.top,
-                plan.x_taps.len(),
-                plan.y_taps.len(),
-                taps_at,
-                taps_at + plan.x_taps.len(),
-                batch.rgb.len(),
-            ] {
-                batch.geometry.push(kernel_u32("resize", word)?);
-            }
-            batch.rgb.extend_from_slice(image.rgb);
+            words.push([
+                kernel_u32("resize", plan.left)?,
+                kernel_u32("resize", plan.top)?,
+                kernel_u32("resize", plan.x_taps.len())?,
+                kernel_u32("resize", plan.y_taps.len())?,
+                kernel_u32("resize", taps_at)?,
+                kernel_u32("resize", taps_at + plan.x_taps.len())?,
+            ]);
         }
-        Ok(batch)
+        Ok((tables, words))
     }
 
     /// Values the kernel writes: three planes per image.
@@ -351,7 +371,115 @@ impl GpuResizeBatch {
     }
 }
 
-/// The GPU's side of [`planar_batch`]: `resize_planar_<type>` in `cuda/ops.cu`.
+/// A batch's arguments for `resize_planar` in `cuda/ops.cu`: every image's
+/// bytes one after another and per image [`Self::GEOMETRY_WORDS`] words of
+/// `geometry` (width, left and top bands, resized width and height, where
+/// its column and row taps start, where its bytes start). Public for the
+/// test that runs the kernel's source on the host (`cuda-emulation`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct GpuResizeBatch {
+    pub rgb: Vec<u8>,
+    pub geometry: Vec<u32>,
+    pub tables: TapTables,
+}
+
+impl GpuResizeBatch {
+    /// `GEOMETRY_WORDS` in `cuda/ops.cu`.
+    pub const GEOMETRY_WORDS: usize = 8;
+
+    pub fn new(
+        images: &[ImageView<'_>],
+        plans: &[ResizePlan],
+        size: (usize, usize),
+    ) -> candle_core::Result<Self> {
+        let (tables, words) = TapTables::new(plans, size)?;
+        let mut rgb = Vec::with_capacity(images.iter().map(|i| 3 * i.width * i.height).sum());
+        let mut geometry = Vec::with_capacity(images.len() * Self::GEOMETRY_WORDS);
+        for (image, [left, top, inner_w, inner_h, columns_at, rows_at]) in images.iter().zip(words)
+        {
+            let Some(bytes) = image.rgb() else {
+                candle_core::bail!("resize: an NV12 frame in a batch of RGB images")
+            };
+            geometry.extend([
+                kernel_u32("resize", image.width)?,
+                left,
+                top,
+                inner_w,
+                inner_h,
+            ]);
+            geometry.extend([columns_at, rows_at, kernel_u32("resize", rgb.len())?]);
+            rgb.extend_from_slice(bytes);
+        }
+        Ok(Self {
+            rgb,
+            geometry,
+            tables,
+        })
+    }
+}
+
+/// A batch's arguments for `resize_nv12_planar` in `cuda/ops.cu`: per frame
+/// its two planes' addresses in `planes` and [`Self::GEOMETRY_WORDS`] words
+/// of `geometry` (the plan's bands, size and taps as for RGB; the size the
+/// plan was made for; the frame's size; its two pitches; its colour code).
+/// Public for the test that runs the kernel's source on the host.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Nv12ResizeBatch {
+    pub planes: Vec<u64>,
+    pub geometry: Vec<u32>,
+    pub tables: TapTables,
+    /// The CUDA context every frame belongs to.
+    pub context: usize,
+}
+
+impl Nv12ResizeBatch {
+    /// `NV12_GEOMETRY_WORDS` in `cuda/ops.cu`.
+    pub const GEOMETRY_WORDS: usize = 13;
+
+    pub fn new(
+        images: &[ImageView<'_>],
+        plans: &[ResizePlan],
+        size: (usize, usize),
+    ) -> candle_core::Result<Self> {
+        let (tables, words) = TapTables::new(plans, size)?;
+        let mut planes = Vec::with_capacity(2 * images.len());
+        let mut geometry = Vec::with_capacity(images.len() * Self::GEOMETRY_WORDS);
+        let mut context = None;
+        for (image, plan_words) in images.iter().zip(words) {
+            let Pixels::CudaNv12(frame) = image.pixels else {
+                candle_core::bail!("resize: an RGB image in a batch of NV12 frames")
+            };
+            if *context.get_or_insert(frame.context) != frame.context {
+                candle_core::bail!("resize: frames of two CUDA contexts in one batch")
+            }
+            let color = u32::from(frame.color.bt709) | u32::from(frame.color.full_range) << 1;
+            geometry.extend(plan_words);
+            for word in [
+                image.width,
+                image.height,
+                frame.width,
+                frame.height,
+                frame.luma_pitch,
+                frame.chroma_pitch,
+            ] {
+                geometry.push(kernel_u32("resize", word)?);
+            }
+            geometry.push(color);
+            planes.extend([frame.luma, frame.chroma]);
+        }
+        Ok(Self {
+            planes,
+            geometry,
+            tables,
+            context: context.unwrap_or(0),
+        })
+    }
+}
+
+/// The GPU's side of [`planar_batch`]: `resize_planar_<type>` and
+/// `resize_nv12_planar_<type>` in `cuda/ops.cu`.
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
@@ -359,7 +487,7 @@ mod cuda {
     use candle_core::op::BackpropOp;
     use candle_core::{CudaDevice, CudaStorage, DType, Storage, Tensor};
 
-    use super::{GpuResizeBatch, ResizePlan};
+    use super::{GpuResizeBatch, Nv12ResizeBatch, ResizePlan, TapTables};
     use crate::ops::cuda::{function, grid};
     use crate::ImageView;
 
@@ -367,56 +495,132 @@ mod cuda {
         gpu: &CudaDevice,
         images: &[ImageView<'_>],
         plans: &[ResizePlan],
-        (out_w, out_h): (usize, usize),
+        size: (usize, usize),
         dtype: DType,
     ) -> candle_core::Result<Tensor> {
+        let (on_host, on_gpu): (Vec<usize>, Vec<usize>) =
+            (0..images.len()).partition(|&i| images[i].rgb().is_some());
+        let pick = |which: &[usize]| -> (Vec<ImageView<'_>>, Vec<ResizePlan>) {
+            which.iter().map(|&i| (images[i], plans[i].clone())).unzip()
+        };
+        let part = |which: &[usize], nv12: bool| -> candle_core::Result<Tensor> {
+            let (images, plans) = pick(which);
+            if nv12 {
+                let batch = Nv12ResizeBatch::new(&images, &plans, size)?;
+                let ours = gpu.cuda_stream().context().cu_ctx() as usize;
+                if batch.context != ours {
+                    candle_core::bail!(
+                        "an NV12 frame of another CUDA context than the model's; \
+                         its memory cannot be read here"
+                    )
+                }
+                let planes = gpu.clone_htod(&batch.planes[..])?;
+                run(
+                    gpu,
+                    "resize_nv12_planar",
+                    &planes,
+                    &batch.geometry,
+                    &batch.tables,
+                    dtype,
+                )
+            } else {
+                let batch = GpuResizeBatch::new(&images, &plans, size)?;
+                let rgb = gpu.clone_htod(&batch.rgb[..])?;
+                run(
+                    gpu,
+                    "resize_planar",
+                    &rgb,
+                    &batch.geometry,
+                    &batch.tables,
+                    dtype,
+                )
+            }
+        };
         if images.is_empty() {
             let device = candle_core::Device::Cuda(gpu.clone());
-            return Tensor::zeros((0, 3, out_h, out_w), dtype, &device);
+            return Tensor::zeros((0, 3, size.1, size.0), dtype, &device);
         }
-        let batch = GpuResizeBatch::new(images, plans, (out_w, out_h))?;
+        if on_gpu.is_empty() {
+            return part(&on_host, false);
+        }
+        if on_host.is_empty() {
+            return part(&on_gpu, true);
+        }
+        // Cameras decoded in software and on the GPU in one batch: each
+        // kind through its kernel, then back in the callers' order.
+        let joined = Tensor::cat(&[part(&on_host, false)?, part(&on_gpu, true)?], 0)?;
+        let mut at = vec![0u32; images.len()];
+        for (position, &image) in on_host.iter().chain(&on_gpu).enumerate() {
+            at[image] = position as u32;
+        }
+        let at = Tensor::new(at, joined.device())?;
+        joined.index_select(&at, 0)
+    }
+
+    /// Runs `<kernel>_<dtype>` on `pixels` (RGB bytes or planes' addresses).
+    fn run<P: DeviceRepr>(
+        gpu: &CudaDevice,
+        kernel: &str,
+        pixels: &CudaSlice<P>,
+        geometry: &[u32],
+        tables: &TapTables,
+        dtype: DType,
+    ) -> candle_core::Result<Tensor> {
         let storage = match dtype {
-            DType::F32 => launch::<f32>(gpu, "f32", &batch)?,
-            DType::F16 => launch::<half::f16>(gpu, "f16", &batch)?,
-            DType::BF16 => launch::<half::bf16>(gpu, "bf16", &batch)?,
-            other => candle_core::bail!("resize: no CUDA kernel for {other:?}"),
+            DType::F32 => {
+                launch::<f32, P>(gpu, &format!("{kernel}_f32"), pixels, geometry, tables)?
+            }
+            DType::F16 => {
+                launch::<half::f16, P>(gpu, &format!("{kernel}_f16"), pixels, geometry, tables)?
+            }
+            DType::BF16 => {
+                launch::<half::bf16, P>(gpu, &format!("{kernel}_bf16"), pixels, geometry, tables)?
+            }
+            other => candle_core::bail!("{kernel}: no CUDA kernel for {other:?}"),
         };
+        let shape = (
+            tables.images as usize,
+            3,
+            tables.out_h as usize,
+            tables.out_w as usize,
+        );
         Ok(Tensor::from_storage(
             Storage::Cuda(storage),
-            (images.len(), 3, out_h, out_w),
+            shape,
             BackpropOp::none(),
             false,
         ))
     }
 
-    fn launch<T: CudaDType + DeviceRepr>(
+    fn launch<T: CudaDType + DeviceRepr, P: DeviceRepr>(
         gpu: &CudaDevice,
-        suffix: &str,
-        b: &GpuResizeBatch,
+        name: &str,
+        pixels: &CudaSlice<P>,
+        geometry: &[u32],
+        t: &TapTables,
     ) -> candle_core::Result<CudaStorage> {
-        let rgb: CudaSlice<u8> = gpu.clone_htod(&b.rgb[..])?;
-        let geometry = gpu.clone_htod(&b.geometry[..])?;
-        let tap_index = gpu.clone_htod(&b.tap_index[..])?;
-        let tap_frac = gpu.clone_htod(&b.tap_frac[..])?;
-        let func = function(gpu, &format!("resize_planar_{suffix}"))?;
+        let geometry = gpu.clone_htod(geometry)?;
+        let tap_index = gpu.clone_htod(&t.tap_index[..])?;
+        let tap_frac = gpu.clone_htod(&t.tap_frac[..])?;
+        let func = function(gpu, name)?;
         // SAFETY: the kernel writes all three planes of every pixel.
-        let mut out = unsafe { gpu.alloc::<T>(b.outputs())? };
+        let mut out = unsafe { gpu.alloc::<T>(t.outputs())? };
         let stream = gpu.cuda_stream();
         let mut args = stream.launch_builder(&func);
-        args.arg(&rgb)
+        args.arg(pixels)
             .arg(&geometry)
             .arg(&tap_index)
             .arg(&tap_frac)
             .arg(&mut out)
-            .arg(&b.images)
-            .arg(&b.out_w)
-            .arg(&b.out_h)
-            .arg(&b.scale)
-            .arg(&b.offset)
-            .arg(&b.fill)
-            .arg(&b.round);
-        // SAFETY: the arguments match `resize_planar`'s parameters.
-        unsafe { args.launch(grid(b.outputs() / 3)) }.w()?;
+            .arg(&t.images)
+            .arg(&t.out_w)
+            .arg(&t.out_h)
+            .arg(&t.scale)
+            .arg(&t.offset)
+            .arg(&t.fill)
+            .arg(&t.round);
+        // SAFETY: the arguments match the resize kernels' parameters.
+        unsafe { args.launch(grid(t.outputs() / 3)) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(out, gpu.clone()))
     }
 }
@@ -443,7 +647,7 @@ mod tests {
     fn fit(img: &ImageView<'_>, out_w: usize, how: Fit, out: &mut [f32]) -> Placement {
         let out_h = out.len() / 3 / out_w;
         let (plan, placement) = ResizePlan::fit(img, out_w, out_h, how, 1.0);
-        plan.run(img, (out_w, out_h), out);
+        plan.run(img, (out_w, out_h), out).unwrap();
         placement
     }
 
@@ -480,7 +684,9 @@ mod tests {
         let rgb: Vec<u8> = [0u8, 10, 20, 30].iter().flat_map(|&v| [v, v, v]).collect();
         let img = ImageView::new(4, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 2];
-        ResizePlan::tensorflow(&img, 2, 1, 1.0, 0.0).run(&img, (2, 1), &mut out);
+        ResizePlan::tensorflow(&img, 2, 1, 1.0, 0.0)
+            .run(&img, (2, 1), &mut out)
+            .unwrap();
         assert_eq!(out, vec![0.0, 20.0, 0.0, 20.0, 0.0, 20.0]);
     }
 
@@ -489,7 +695,9 @@ mod tests {
         let rgb = [0u8, 0, 0, 100, 100, 100];
         let img = ImageView::new(2, 1, &rgb).unwrap();
         let mut out = vec![0.0; 3 * 4];
-        ResizePlan::tensorflow(&img, 4, 1, 2.0 / 255.0, -1.0).run(&img, (4, 1), &mut out);
+        ResizePlan::tensorflow(&img, 4, 1, 2.0 / 255.0, -1.0)
+            .run(&img, (4, 1), &mut out)
+            .unwrap();
         let red: Vec<f32> = out[..4].iter().map(|v| (v + 1.0) * 127.5).collect();
         let expect = [0.0, 50.0, 100.0, 100.0];
         for (got, want) in red.iter().zip(expect) {

@@ -7,7 +7,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{assets, resize_rules, JpegDecoder, Reference, ACTIVATIONS};
+use common::{assets, level_diff, resize_rules, JpegDecoder, Nv12, Reference, ACTIVATIONS, COLORS};
 use vigil_inference::convert::{save_safetensors, ssdlite_tfjs};
 use vigil_inference::metrics::mean_average_precision;
 use vigil_inference::ops::{bias_activation, depthwise_conv2d, Padding};
@@ -130,6 +130,54 @@ fn views(photos: &[common::Photo]) -> Vec<ImageView<'_>> {
         .iter()
         .map(|p| ImageView::new(p.width, p.height, &p.rgb).unwrap())
         .collect()
+}
+
+/// NV12 frames in GPU memory, as NVDEC leaves them, resize as the CPU
+/// resizes the same frames converted to RGB (within a level, in every
+/// matrix and range); in a batch with RGB images each lands in its place.
+#[test]
+fn nv12_frames_in_gpu_memory_resize_as_the_cpu_path() {
+    use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+    let gpu = gpu();
+    let Device::Cuda(cuda) = &gpu else {
+        unreachable!("gpu() is a CUDA device")
+    };
+    let context = vigil_inference::gpu_context(&gpu)
+        .expect("a CUDA device")
+        .context;
+    let stream = cuda.cuda_stream();
+    let photos = photos();
+    for (seed, (w, h)) in [(640usize, 360usize), (101, 57)].into_iter().enumerate() {
+        let frame = Nv12::noise(w, h, seed as u64 + 11);
+        let luma = cuda.clone_htod(&frame.luma[..]).unwrap();
+        let chroma = cuda.clone_htod(&frame.chroma[..]).unwrap();
+        let (luma_at, _luma_read) = luma.device_ptr(&stream);
+        let (chroma_at, _chroma_read) = chroma.device_ptr(&stream);
+        for color in COLORS {
+            let planes = frame.planes(context, luma_at, chroma_at, color);
+            // SAFETY: the planes are alive until the end of this iteration.
+            let on_gpu = unsafe { ImageView::cuda_nv12(w, h, planes) }.unwrap();
+            let rgb = frame.to_rgb(color);
+            let converted = ImageView::new(w, h, &rgb).unwrap();
+            let photo = ImageView::new(photos[0].width, photos[0].height, &photos[0].rgb).unwrap();
+            for (name, size, plan) in resize_rules() {
+                let plans = vec![plan(&photo), plan(&converted)];
+                let cpu = planar_batch(&[photo, converted], &plans, size, &Device::Cpu, DType::F32)
+                    .unwrap();
+                let ours = planar_batch(&[photo, on_gpu], &plans, size, &gpu, DType::F32)
+                    .unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap();
+                let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let scale = plans[0].scale();
+                let levels = level_diff(&values(&ours), &values(&cpu), scale);
+                assert!(
+                    levels <= 1.01,
+                    "{w}x{h} {name} {color:?}: {levels} levels off"
+                );
+            }
+        }
+    }
 }
 
 /// The GPU runs the CPU's plans with the same arithmetic in the same

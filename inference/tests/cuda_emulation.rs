@@ -9,16 +9,18 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{resize_rules, ACTIVATIONS};
+use common::{level_diff, resize_rules, Nv12, ACTIVATIONS, COLORS};
 use half::{bf16, f16};
 use vigil_inference::ops::{bias_activation, depthwise_conv2d, Activation, Padding};
-use vigil_inference::preprocess::{planar_batch, GpuResizeBatch, ResizePlan};
-use vigil_inference::ImageView;
+use vigil_inference::preprocess::{
+    planar_batch, GpuResizeBatch, Nv12ResizeBatch, ResizePlan, TapTables,
+};
+use vigil_inference::{CudaNv12, ImageView, YuvColor};
 
 /// The kernels as `extern "C"` host functions; the same parameters as on
 /// the GPU, the storage types as `half`'s.
 macro_rules! kernels {
-    ($($t:ty => $depthwise:ident, $bias_activation:ident, $resize:ident;)*) => {
+    ($($t:ty => $depthwise:ident, $bias_activation:ident, $resize:ident, $resize_nv12:ident;)*) => {
         extern "C" {
             $(
                 fn $depthwise(
@@ -35,15 +37,21 @@ macro_rules! kernels {
                     tap_frac: *const f32, out: *mut $t, images: u32, out_w: u32, out_h: u32,
                     scale: f32, offset: f32, fill: f32, round_to_byte: i32,
                 );
+                fn $resize_nv12(
+                    planes: *const u64, geometry: *const u32, tap_index: *const u32,
+                    tap_frac: *const f32, out: *mut $t, images: u32, out_w: u32, out_h: u32,
+                    scale: f32, offset: f32, fill: f32, round_to_byte: i32,
+                );
             )*
         }
     };
 }
 
 kernels! {
-    f32 => depthwise_conv2d_f32, bias_activation_f32, resize_planar_f32;
-    f16 => depthwise_conv2d_f16, bias_activation_f16, resize_planar_f16;
-    bf16 => depthwise_conv2d_bf16, bias_activation_bf16, resize_planar_bf16;
+    f32 => depthwise_conv2d_f32, bias_activation_f32, resize_planar_f32, resize_nv12_planar_f32;
+    f16 => depthwise_conv2d_f16, bias_activation_f16, resize_planar_f16, resize_nv12_planar_f16;
+    bf16 => depthwise_conv2d_bf16, bias_activation_bf16, resize_planar_bf16,
+        resize_nv12_planar_bf16;
 }
 
 /// `ops::Activation::cuda_code` is crate-private; the order is the same.
@@ -235,8 +243,10 @@ fn bias_activation_kernel_computes_what_the_cpu_op_computes() {
     check_bias_activation::<bf16>(bias_activation_bf16);
 }
 
-type Resize<T> = unsafe extern "C" fn(
-    *const u8,
+/// A resize kernel reading pixels of type `P`: RGB bytes, or NV12 planes'
+/// addresses.
+type Resize<P, T> = unsafe extern "C" fn(
+    *const P,
     *const u32,
     *const u32,
     *const f32,
@@ -249,6 +259,35 @@ type Resize<T> = unsafe extern "C" fn(
     f32,
     i32,
 );
+
+/// What `kernel_fn` writes for a batch's pixels, geometry and tables.
+fn run_resize<P, T: Storage>(
+    kernel_fn: Resize<P, T>,
+    pixels: &[P],
+    geometry: &[u32],
+    t: &TapTables,
+) -> Vec<T> {
+    let mut out = vec![T::from_f32(f32::NAN); t.outputs()];
+    // SAFETY: the buffers are the batch's, sized as its fields say, and
+    // NV12 planes' addresses point into buffers the caller holds.
+    unsafe {
+        kernel_fn(
+            pixels.as_ptr(),
+            geometry.as_ptr(),
+            t.tap_index.as_ptr(),
+            t.tap_frac.as_ptr(),
+            out.as_mut_ptr(),
+            t.images,
+            t.out_w,
+            t.out_h,
+            t.scale,
+            t.offset,
+            t.fill,
+            t.round,
+        )
+    };
+    out
+}
 
 /// Noise images of sizes that shrink, stretch and letterbox each way.
 fn noise_images() -> Vec<(usize, usize, Vec<u8>)> {
@@ -271,7 +310,7 @@ fn noise_images() -> Vec<(usize, usize, Vec<u8>)> {
 
 /// The batch the GPU would get, run through the kernel: the same values as
 /// the CPU's, bit for bit (the arithmetic is the same, in the same order).
-fn check_resize<T: Storage>(kernel_fn: Resize<T>, dtype: DType) {
+fn check_resize<T: Storage>(kernel_fn: Resize<u8, T>, dtype: DType) {
     let images = noise_images();
     let views: Vec<ImageView> = images
         .iter()
@@ -282,24 +321,7 @@ fn check_resize<T: Storage>(kernel_fn: Resize<T>, dtype: DType) {
         let expected = planar_batch(&views, &plans, size, &Device::Cpu, dtype).unwrap();
         let expected = values(&expected.to_dtype(DType::F32).unwrap());
         let b = GpuResizeBatch::new(&views, &plans, size).unwrap();
-        let mut out = vec![T::from_f32(f32::NAN); b.outputs()];
-        // SAFETY: the buffers are the batch's, sized as its fields say.
-        unsafe {
-            kernel_fn(
-                b.rgb.as_ptr(),
-                b.geometry.as_ptr(),
-                b.tap_index.as_ptr(),
-                b.tap_frac.as_ptr(),
-                out.as_mut_ptr(),
-                b.images,
-                b.out_w,
-                b.out_h,
-                b.scale,
-                b.offset,
-                b.fill,
-                b.round,
-            )
-        };
+        let out = run_resize(kernel_fn, &b.rgb, &b.geometry, &b.tables);
         assert_eq!(out.len(), expected.len());
         let differing = out
             .iter()
@@ -315,4 +337,114 @@ fn resize_kernel_gives_the_cpu_preprocessing_bit_for_bit() {
     check_resize::<f32>(resize_planar_f32, DType::F32);
     check_resize::<f16>(resize_planar_f16, DType::F16);
     check_resize::<bf16>(resize_planar_bf16, DType::BF16);
+}
+
+/// `frame` in host memory, as the emulated kernel reads it, seen at
+/// `width` x `height`.
+fn host_view(frame: &Nv12, width: usize, height: usize, color: YuvColor) -> ImageView<'_> {
+    let (luma, chroma) = (frame.luma.as_ptr() as u64, frame.chroma.as_ptr() as u64);
+    // SAFETY: the planes are the frame's, alive while the view is used.
+    unsafe { ImageView::cuda_nv12(width, height, frame.planes(1, luma, chroma, color)) }.unwrap()
+}
+
+/// Frames decoded to NV12 in GPU memory, resized by the kernel, against the
+/// CPU path (the same frames converted to RGB first, then resized): each
+/// tap's pixels converted as a decoder converts them, so within a level.
+#[test]
+fn nv12_kernel_gives_the_cpu_preprocessing_of_the_converted_frame() {
+    let frames: Vec<Nv12> = [(640, 360), (101, 57), (33, 200)]
+        .into_iter()
+        .enumerate()
+        .map(|(seed, (w, h))| Nv12::noise(w, h, seed as u64 + 7))
+        .collect();
+    for color in COLORS {
+        let views: Vec<ImageView> = frames
+            .iter()
+            .map(|f| host_view(f, f.width, f.height, color))
+            .collect();
+        let rgb: Vec<Vec<u8>> = frames.iter().map(|f| f.to_rgb(color)).collect();
+        let rgb_views: Vec<ImageView> = frames
+            .iter()
+            .zip(&rgb)
+            .map(|(f, rgb)| ImageView::new(f.width, f.height, rgb).unwrap())
+            .collect();
+        for (name, size, plan) in resize_rules() {
+            let plans: Vec<ResizePlan> = rgb_views.iter().map(plan).collect();
+            let expected = planar_batch(&rgb_views, &plans, size, &Device::Cpu, DType::F32);
+            let expected = values(&expected.unwrap());
+            let b = Nv12ResizeBatch::new(&views, &plans, size).unwrap();
+            assert_eq!(b.context, 1);
+            let ours: Vec<f32> =
+                run_resize(resize_nv12_planar_f32, &b.planes, &b.geometry, &b.tables);
+            let levels = level_diff(&ours, &expected, b.tables.scale);
+            assert!(levels <= 1.01, "{name}, {color:?}: {levels} levels off");
+            let half: Vec<f16> =
+                run_resize(resize_nv12_planar_f16, &b.planes, &b.geometry, &b.tables);
+            let brain: Vec<bf16> =
+                run_resize(resize_nv12_planar_bf16, &b.planes, &b.geometry, &b.tables);
+            assert!(relative_diff(&half, &ours) <= f16::TOLERANCE, "{name}: f16");
+            assert!(
+                relative_diff(&brain, &ours) <= bf16::TOLERANCE,
+                "{name}: bf16"
+            );
+        }
+    }
+}
+
+/// A frame larger than the view the model sees (a camera's width limit) is
+/// sampled where the view's pixels fall on it: a luma ramp across a
+/// 1.5x wider frame gives what the CPU gives for the ideal smaller image.
+#[test]
+fn nv12_kernel_samples_a_larger_frame_at_the_views_pixel_centres() {
+    let (real_w, real_h, w, h) = (600usize, 90usize, 400usize, 60usize);
+    let ramp = |x: f32| 20.0 + 200.0 * x / (real_w - 1) as f32;
+    let frame = Nv12::new(real_w, real_h, |plane, x, _| match plane {
+        0 => ramp(x as f32).round() as u8,
+        _ => 128,
+    });
+    let color = COLORS[2]; // full range: grey levels are the luma itself
+    let ratio = real_w as f32 / w as f32;
+    // The ideal view: each pixel the ramp's value at its centre on the frame.
+    let ideal: Vec<u8> = (0..h)
+        .flat_map(|_| {
+            (0..w).flat_map(move |x| {
+                let p = (x as f32 + 0.5) * ratio - 0.5;
+                [ramp(p).round() as u8; 3]
+            })
+        })
+        .collect();
+    let ideal = ImageView::new(w, h, &ideal).unwrap();
+    for (name, size, plan) in resize_rules() {
+        let plans = vec![plan(&ideal)];
+        let expected = planar_batch(&[ideal], &plans, size, &Device::Cpu, DType::F32).unwrap();
+        let b = Nv12ResizeBatch::new(&[host_view(&frame, w, h, color)], &plans, size).unwrap();
+        let ours: Vec<f32> = run_resize(resize_nv12_planar_f32, &b.planes, &b.geometry, &b.tables);
+        let levels = level_diff(&ours, &values(&expected), b.tables.scale);
+        assert!(levels <= 1.01, "{name}: {levels} levels off");
+    }
+}
+
+#[test]
+fn a_view_larger_than_its_frame_or_mixed_contexts_are_refused() {
+    let frame = Nv12::new(64, 32, |_, _, _| 100);
+    let color = YuvColor::default();
+    let planes = frame.planes(1, frame.luma.as_ptr() as u64, 0, color);
+    // SAFETY: refused before anything reads the planes.
+    assert!(unsafe { ImageView::cuda_nv12(65, 32, planes) }.is_err());
+    let other = CudaNv12 {
+        context: 2,
+        ..planes
+    };
+    // SAFETY: as above; the batch is refused before the kernel runs.
+    let views = [host_view(&frame, 64, 32, color), unsafe {
+        ImageView::cuda_nv12(64, 32, other).unwrap()
+    }];
+    let plans: Vec<ResizePlan> = views
+        .iter()
+        .map(|v| ResizePlan::tensorflow(v, 30, 30, 1.0, 0.0))
+        .collect();
+    let err = Nv12ResizeBatch::new(&views, &plans, (30, 30)).unwrap_err();
+    assert!(err.to_string().contains("two CUDA contexts"), "{err}");
+    let cpu = planar_batch(&views[..1], &plans[..1], (30, 30), &Device::Cpu, DType::F32);
+    assert!(cpu.unwrap_err().to_string().contains("GPU memory"));
 }

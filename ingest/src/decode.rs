@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hwaccel::{self, DecoderKind, HwAccel};
+use crate::gpu_frame::GpuFrame;
+use crate::hwaccel::{self, DecoderKind, GpuTarget, HwAccel};
 use crate::source::SourceUrl;
 use crate::watchdog::{open_input, Watchdog};
 use crate::IngestError;
@@ -25,15 +26,30 @@ const NETWORK_TIMEOUT_US: &str = "5000000";
 /// nothing).
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
+/// An opened decoder, where it decodes, and whether into the
+/// [`DecodeOptions::gpu_target`]'s context.
+struct OpenedDecoder {
+    decoder: ff::decoder::Video,
+    kind: DecoderKind,
+    in_target_context: bool,
+}
+
 /// Opens a decoder for `params` on the hardware `decode` allows, falling
 /// back to software when the hardware decoder will not open.
 fn open_decoder(
     params: &ff::codec::Parameters,
     decode: DecodeOptions,
     shown: &str,
-) -> Result<(ff::decoder::Video, DecoderKind), ff::Error> {
+) -> Result<OpenedDecoder, ff::Error> {
     let mut ctx = ff::codec::context::Context::from_parameters(params.clone())?;
-    let chosen = hwaccel::attach(&mut ctx, decode.hwaccel);
+    let chosen = hwaccel::attach(&mut ctx, decode.hwaccel, decode.gpu_target);
+    if chosen.in_target_context {
+        // Frames handed on in GPU memory are held downstream (the queue, a
+        // batch, the live view) while the decoder goes on: room for them
+        // where its frame pool has a fixed size.
+        // SAFETY: the context is not open yet.
+        unsafe { (*ctx.as_mut_ptr()).extra_hw_frames = HELD_GPU_FRAMES };
+    }
     for why in &chosen.unavailable {
         tracing::debug!(url = %shown, "hardware decoding unavailable: {why}");
     }
@@ -54,7 +70,11 @@ fn open_decoder(
         None => ctx.decoder().video(),
     };
     match opened {
-        Ok(decoder) => Ok((decoder, chosen.kind)),
+        Ok(decoder) => Ok(OpenedDecoder {
+            decoder,
+            kind: chosen.kind,
+            in_target_context: chosen.in_target_context,
+        }),
         Err(e) if chosen.kind != DecoderKind::Software => {
             tracing::warn!(url = %shown, decoder = %chosen.kind, error = %e,
                 "hardware decoder would not open; decoding in software");
@@ -82,7 +102,13 @@ pub struct DecodeOptions {
     /// to RGB: the model needs far less than 4K, and the copy serves
     /// snapshots and the live view.
     pub max_width: Option<u32>,
+    /// The model's CUDA context: NVDEC decodes into it where it can, and
+    /// sampled frames are handed on in GPU memory ([`VideoInput::gpu_frame`]).
+    pub gpu_target: Option<GpuTarget>,
 }
+
+/// Decoder frames the rest of the pipeline may hold at once per camera.
+const HELD_GPU_FRAMES: i32 = 8;
 
 /// Bound on timestamps remembered for counting skipped frames.
 const MAX_PENDING_PTS: usize = 256;
@@ -97,6 +123,7 @@ impl Default for DecodeOptions {
             threads: 0,
             needed_fps: None,
             max_width: None,
+            gpu_target: None,
         }
     }
 }
@@ -116,6 +143,8 @@ pub struct VideoInput {
     eof_sent: bool,
     scaler: Option<Scaler>,
     decoder_kind: DecoderKind,
+    /// The CUDA context frames are decoded into, when it is the model's.
+    gpu_context: Option<usize>,
     codec_name: String,
     counts: InputCounts,
     max_width: Option<u32>,
@@ -127,9 +156,10 @@ pub struct VideoInput {
     watchdog: Arc<Watchdog>,
 }
 
-struct Scaler {
+pub(crate) struct Scaler {
     ctx: scaling::Context,
-    key: (Pixel, u32, u32),
+    /// The input's format, size, BT.709 matrix and full range.
+    key: (Pixel, u32, u32, bool, bool),
     out: (u32, u32),
     rgb: ff::frame::Video,
 }
@@ -201,17 +231,21 @@ impl VideoInput {
         let stream_fps = rate.map(f64::from);
         let codec_id = stream.parameters().id();
         let codec_name = format!("{codec_id:?}").to_lowercase();
-        let (mut decoder, decoder_kind) = open_decoder(&stream.parameters(), decode, &shown)
-            .map_err(|e| match e {
-                ff::Error::DecoderNotFound => IngestError::NoDecoder {
-                    url: shown.clone(),
-                    codec: format!("{codec_id:?}"),
-                },
-                e => IngestError::Decode {
-                    url: shown.clone(),
-                    source: e,
-                },
-            })?;
+        let opened = open_decoder(&stream.parameters(), decode, &shown).map_err(|e| match e {
+            ff::Error::DecoderNotFound => IngestError::NoDecoder {
+                url: shown.clone(),
+                codec: format!("{codec_id:?}"),
+            },
+            e => IngestError::Decode {
+                url: shown.clone(),
+                source: e,
+            },
+        })?;
+        let (mut decoder, decoder_kind) = (opened.decoder, opened.kind);
+        let gpu_context = decode
+            .gpu_target
+            .filter(|_| opened.in_target_context)
+            .map(|t| t.context);
         let skipping = matches!((stream_fps, decode.needed_fps),
             (Some(have), Some(need)) if have >= SKIP_NONREF_RATIO * need);
         if skipping {
@@ -230,6 +264,7 @@ impl VideoInput {
             eof_sent: false,
             scaler: None,
             decoder_kind,
+            gpu_context,
             codec_name,
             counts: InputCounts::default(),
             max_width: decode.max_width,
@@ -242,6 +277,20 @@ impl VideoInput {
     /// Where frames are decoded.
     pub fn decoder_kind(&self) -> DecoderKind {
         self.decoder_kind
+    }
+
+    /// Whether frames are decoded into the model's CUDA context, so that
+    /// [`Self::gpu_frame`] hands them on without a copy.
+    pub fn frames_stay_on_gpu(&self) -> bool {
+        self.gpu_context.is_some()
+    }
+
+    /// The last decoded frame, kept in GPU memory, if it was decoded into
+    /// the model's CUDA context as NV12; otherwise use [`Self::convert_to_rgb`].
+    pub fn gpu_frame(&self) -> Option<GpuFrame> {
+        let context = self.gpu_context?;
+        let size = output_size(self.frame.width(), self.frame.height(), self.max_width);
+        GpuFrame::take(&self.frame, context, size, &self.url)
     }
 
     /// The stream's codec, e.g. `h264`.
@@ -359,49 +408,102 @@ impl VideoInput {
             hwaccel::download(&self.frame, &mut self.host).map_err(|e| self.decode_error(e))?;
         }
         let src = if on_device { &self.host } else { &self.frame };
-        let (w, h, fmt) = (src.width(), src.height(), src.format());
-        let key = (fmt, w, h);
-        if self.scaler.as_ref().is_none_or(|s| s.key != key) {
-            let (ow, oh) = output_size(w, h, self.max_width);
-            // Area averaging when shrinking (no aliasing), bilinear otherwise.
-            let flags = if ow < w {
-                scaling::Flags::AREA
-            } else {
-                scaling::Flags::BILINEAR
-            };
-            let ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, ow, oh, flags)
-                .map_err(|e| self.decode_error(e))?;
-            self.scaler = Some(Scaler {
-                ctx,
-                key,
-                out: (ow, oh),
-                rgb: ff::frame::Video::empty(),
-            });
-        }
-        let scaler = self.scaler.as_mut().expect("scaler set above");
-        scaler
-            .ctx
-            .run(src, &mut scaler.rgb)
-            .map_err(|e| IngestError::Decode {
-                url: self.url.clone(),
-                source: e,
-            })?;
-        let (w, h) = scaler.out;
-        let stride = scaler.rgb.stride(0);
-        let row = w as usize * 3;
-        let data = scaler.rgb.data(0);
-        let mut rgb = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            rgb.extend_from_slice(&data[y * stride..y * stride + row]);
-        }
-        Ok((w, h, rgb))
+        scale_to_rgb(src, self.max_width, &mut self.scaler).map_err(|e| IngestError::Decode {
+            url: self.url.clone(),
+            source: e,
+        })
     }
+}
+
+/// `src` (host memory) as packed RGB24 no wider than `max_width`:
+/// `(width, height, bytes)`. `scaler` is reused while the input's format
+/// and size stay the same.
+pub(crate) fn scale_to_rgb(
+    src: &ff::frame::Video,
+    max_width: Option<u32>,
+    scaler: &mut Option<Scaler>,
+) -> Result<(u32, u32, Vec<u8>), ff::Error> {
+    let (w, h, fmt) = (src.width(), src.height(), src.format());
+    let bt709 = src.color_space() == ff::color::Space::BT709;
+    let full_range = src.color_range() == ff::color::Range::JPEG;
+    let key = (fmt, w, h, bt709, full_range);
+    if scaler.as_ref().is_none_or(|s| s.key != key) {
+        let (ow, oh) = output_size(w, h, max_width);
+        // Area averaging when shrinking (no aliasing), bilinear otherwise.
+        let flags = if ow < w {
+            scaling::Flags::AREA
+        } else {
+            scaling::Flags::BILINEAR
+        };
+        let mut ctx = scaling::Context::get(fmt, w, h, Pixel::RGB24, ow, oh, flags)?;
+        convert_as_labelled(&mut ctx, bt709, full_range);
+        *scaler = Some(Scaler {
+            ctx,
+            key,
+            out: (ow, oh),
+            rgb: ff::frame::Video::empty(),
+        });
+    }
+    let scaler = scaler.as_mut().expect("scaler set above");
+    scaler.ctx.run(src, &mut scaler.rgb)?;
+    let (w, h) = scaler.out;
+    let stride = scaler.rgb.stride(0);
+    let row = w as usize * 3;
+    let data = scaler.rgb.data(0);
+    let mut rgb = Vec::with_capacity(row * h as usize);
+    for y in 0..h as usize {
+        rgb.extend_from_slice(&data[y * stride..y * stride + row]);
+    }
+    Ok((w, h, rgb))
 }
 
 fn stalled(shown: &str) -> IngestError {
     IngestError::Stalled {
         url: shown.to_string(),
         seconds: STALL_AFTER.as_secs(),
+    }
+}
+
+/// Converts YUV with the matrix and range the frame says it has: swscale
+/// assumes BT.601 and video range whatever a frame says, which tints HD
+/// cameras' pictures (BT.709) and differs from the GPU's conversion of the
+/// same frames. Formats swscale keeps no YUV details for are left as they are.
+fn convert_as_labelled(ctx: &mut scaling::Context, bt709: bool, full_range: bool) {
+    let matrix = if bt709 {
+        ff::ffi::SWS_CS_ITU709
+    } else {
+        ff::ffi::SWS_CS_DEFAULT
+    };
+    // SAFETY: a live context; the out-pointers are locals, and the tables
+    // come from swscale itself.
+    unsafe {
+        let ctx = ctx.as_mut_ptr();
+        let (mut from, mut from_range, mut to, mut to_range) =
+            (std::ptr::null_mut(), 0, std::ptr::null_mut(), 0);
+        let (mut brightness, mut contrast, mut saturation) = (0, 0, 0);
+        let known = ff::ffi::sws_getColorspaceDetails(
+            ctx,
+            &mut from,
+            &mut from_range,
+            &mut to,
+            &mut to_range,
+            &mut brightness,
+            &mut contrast,
+            &mut saturation,
+        );
+        if known < 0 {
+            return;
+        }
+        ff::ffi::sws_setColorspaceDetails(
+            ctx,
+            ff::ffi::sws_getCoefficients(matrix),
+            from_range | i32::from(full_range),
+            to,
+            to_range,
+            brightness,
+            contrast,
+            saturation,
+        );
     }
 }
 

@@ -3,7 +3,9 @@
 //! The decoder gets a hardware device before it opens; libavcodec then
 //! decodes on the device and hands out frames that live in GPU memory. Only
 //! the frames the sampler takes are copied back for scaling, so a camera
-//! decoded at 30 fps and analysed at 5 crosses the bus 5 times a second.
+//! decoded at 30 fps and analysed at 5 crosses the bus 5 times a second;
+//! and none is when NVDEC decodes into the model's own CUDA context
+//! ([`GpuTarget`]): the model then reads the frames where they are.
 
 use std::fmt;
 use std::ptr;
@@ -79,6 +81,15 @@ impl HwAccel {
     }
 }
 
+/// A CUDA context to decode into: the model's (its GPU's number and its
+/// primary context, `CUcontext`, as an address), so that sampled frames
+/// reach it in GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuTarget {
+    pub ordinal: usize,
+    pub context: usize,
+}
+
 /// Whether `codec` can decode on `kind`'s device type.
 fn codec_supports(codec: &ff::Codec, device: ffi::AVHWDeviceType) -> bool {
     let by_device = ffi::AV_CODEC_HW_CONFIG_METHOD_HW_DEVICE_CTX as i32;
@@ -95,6 +106,8 @@ pub(crate) struct Chosen {
     pub codec: Option<ff::Codec>,
     /// For each candidate that did not work out, why.
     pub unavailable: Vec<String>,
+    /// Whether the device is the [`GpuTarget`]'s CUDA context.
+    pub in_target_context: bool,
 }
 
 /// NVIDIA's own decoders (`h264_cuvid`, ...) keep a queue of frames in
@@ -107,15 +120,22 @@ fn cuvid_decoder(ctx: &ff::codec::context::Context) -> Option<ff::Codec> {
 }
 
 /// Gives `ctx` (not yet opened) a device of the first candidate that both
-/// the codec and this machine support.
-pub(crate) fn attach(ctx: &mut ff::codec::context::Context, wanted: HwAccel) -> Chosen {
+/// the codec and this machine support; a CUDA device in `target`'s context
+/// where it can.
+pub(crate) fn attach(
+    ctx: &mut ff::codec::context::Context,
+    wanted: HwAccel,
+    target: Option<GpuTarget>,
+) -> Chosen {
     let mut unavailable = Vec::new();
+    let software = |unavailable| Chosen {
+        kind: DecoderKind::Software,
+        codec: None,
+        unavailable,
+        in_target_context: false,
+    };
     let Some(default_codec) = ff::decoder::find(ctx.id()) else {
-        return Chosen {
-            kind: DecoderKind::Software,
-            codec: None,
-            unavailable,
-        };
+        return software(unavailable);
     };
     for &kind in wanted.candidates() {
         let device_type = kind.device_type().expect("hardware kinds have a device");
@@ -132,7 +152,8 @@ pub(crate) fn attach(ctx: &mut ff::codec::context::Context, wanted: HwAccel) -> 
             unavailable.push(format!("{kind}: not available for {:?}", ctx.id()));
             continue;
         }
-        let device = match shared_device(kind, device_type) {
+        let target = target.filter(|_| kind == DecoderKind::Cuda);
+        let (device, in_target_context) = match shared_device(kind, device_type, target) {
             Ok(d) => d,
             Err(e) => {
                 unavailable.push(format!("{kind}: {e}"));
@@ -147,65 +168,150 @@ pub(crate) fn attach(ctx: &mut ff::codec::context::Context, wanted: HwAccel) -> 
             kind,
             codec: special,
             unavailable,
+            in_target_context,
         };
     }
-    Chosen {
-        kind: DecoderKind::Software,
-        codec: None,
-        unavailable,
-    }
+    software(unavailable)
 }
 
-/// A device context opened once per process and shared by every decoder:
-/// one CUDA context rather than one per camera (each costs GPU memory, and
-/// decoders in separate contexts contend for the engines).
-struct SharedDevice(*mut ffi::AVBufferRef);
+/// A device context opened once per process (per GPU) and shared by every
+/// decoder: one CUDA context rather than one per camera (each costs GPU
+/// memory, and decoders in separate contexts contend for the engines).
+struct SharedDevice {
+    kind: DecoderKind,
+    /// The GPU's number, for CUDA devices opened for a [`GpuTarget`].
+    ordinal: Option<usize>,
+    buffer: *mut ffi::AVBufferRef,
+    /// For CUDA devices, their `CUcontext`, as an address.
+    cuda_context: Option<usize>,
+}
 
 // SAFETY: the buffer is only ever read (av_buffer_ref is thread-safe) and
 // is never freed: it lives as long as the process.
 unsafe impl Send for SharedDevice {}
 
-static DEVICES: Mutex<Vec<(DecoderKind, SharedDevice)>> = Mutex::new(Vec::new());
+static DEVICES: Mutex<Vec<SharedDevice>> = Mutex::new(Vec::new());
 
-/// A new reference to the process's device of `kind`, opening it the
-/// first time. Failures are not cached: a driver that comes up later is
+/// A new reference to the process's device of `kind` (in `target`'s
+/// context if possible), opening it the first time, and whether it is in
+/// that context. Failures are not cached: a driver that comes up later is
 /// picked up at the next reconnect.
 fn shared_device(
     kind: DecoderKind,
     device_type: ffi::AVHWDeviceType,
-) -> Result<*mut ffi::AVBufferRef, ff::Error> {
+    target: Option<GpuTarget>,
+) -> Result<(*mut ffi::AVBufferRef, bool), ff::Error> {
     let mut devices = DEVICES.lock().unwrap_or_else(|p| p.into_inner());
-    let existing = devices.iter().find(|(k, _)| *k == kind).map(|(_, d)| d.0);
-    let device = match existing {
-        Some(d) => d,
+    let ordinal = target.map(|t| t.ordinal);
+    let index = devices
+        .iter()
+        .position(|d| d.kind == kind && d.ordinal == ordinal);
+    let index = match index {
+        Some(i) => i,
         None => {
-            let mut device: *mut ffi::AVBufferRef = ptr::null_mut();
-            // SAFETY: a fresh out-pointer; null device name and options
-            // mean the default device (GPU 0, /dev/dri/renderD128).
-            let ret = unsafe {
-                ffi::av_hwdevice_ctx_create(
-                    &mut device,
-                    device_type,
-                    ptr::null(),
-                    ptr::null_mut(),
-                    0,
-                )
+            let buffer = match target {
+                Some(target) => open_in_context(device_type, target)?,
+                None => open_device(device_type, None, false)?,
             };
-            if ret < 0 {
-                return Err(ff::Error::from(ret));
-            }
-            devices.push((kind, SharedDevice(device)));
-            device
+            let cuda_context = (kind == DecoderKind::Cuda)
+                .then(|| cuda_context(buffer))
+                .flatten();
+            devices.push(SharedDevice {
+                kind,
+                ordinal,
+                buffer,
+                cuda_context,
+            });
+            devices.len() - 1
         }
     };
-    // SAFETY: `device` is a live buffer owned by DEVICES.
-    let reference = unsafe { ffi::av_buffer_ref(device) };
+    let device = &devices[index];
+    // SAFETY: `device.buffer` is a live buffer owned by DEVICES.
+    let reference = unsafe { ffi::av_buffer_ref(device.buffer) };
     if reference.is_null() {
         return Err(ff::Error::Other {
             errno: ff::util::error::ENOMEM,
         });
     }
-    Ok(reference)
+    let in_target_context =
+        target.is_some_and(|t| t.context != 0 && device.cuda_context == Some(t.context));
+    Ok((reference, in_target_context))
+}
+
+/// Opens a device: the default one (GPU 0, /dev/dri/renderD128) or GPU
+/// `ordinal`; with `primary`, a CUDA device in that GPU's primary context.
+fn open_device(
+    device_type: ffi::AVHWDeviceType,
+    ordinal: Option<usize>,
+    primary: bool,
+) -> Result<*mut ffi::AVBufferRef, ff::Error> {
+    let name = ordinal.map(|n| std::ffi::CString::new(n.to_string()).expect("digits"));
+    let mut options = ff::Dictionary::new();
+    if primary {
+        options.set("primary_ctx", "1");
+    }
+    // SAFETY: the dictionary is handed to ffmpeg and freed below.
+    let mut options = unsafe { options.disown() };
+    let mut device: *mut ffi::AVBufferRef = ptr::null_mut();
+    // SAFETY: a fresh out-pointer, a NUL-terminated name or null, and a
+    // dictionary we own and free below.
+    let ret = unsafe {
+        let ret = ffi::av_hwdevice_ctx_create(
+            &mut device,
+            device_type,
+            name.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
+            options,
+            0,
+        );
+        ffi::av_dict_free(&mut options);
+        ret
+    };
+    if ret < 0 {
+        return Err(ff::Error::from(ret));
+    }
+    Ok(device)
+}
+
+/// A CUDA device in `target`'s GPU: in its primary context where ffmpeg
+/// accepts it (the model's context, see `vigil_inference::device`), else in
+/// a context of its own, whose frames are copied through the host.
+fn open_in_context(
+    device_type: ffi::AVHWDeviceType,
+    target: GpuTarget,
+) -> Result<*mut ffi::AVBufferRef, ff::Error> {
+    match open_device(device_type, Some(target.ordinal), true) {
+        Ok(device) => {
+            if cuda_context(device) == Some(target.context) {
+                tracing::info!(
+                    gpu = target.ordinal,
+                    "NVDEC decodes into the model's CUDA context: frames stay on the GPU"
+                );
+            } else {
+                tracing::warn!(
+                    gpu = target.ordinal,
+                    "NVDEC's CUDA context is not the model's; frames are copied through the host"
+                );
+            }
+            Ok(device)
+        }
+        Err(e) => {
+            tracing::warn!(gpu = target.ordinal, error = %e,
+                "NVDEC cannot share the model's CUDA context; frames are copied through the host");
+            open_device(device_type, Some(target.ordinal), false)
+        }
+    }
+}
+
+/// The `CUcontext` of a CUDA device, as an address.
+fn cuda_context(device: *mut ffi::AVBufferRef) -> Option<usize> {
+    // SAFETY: a CUDA device buffer holds an AVHWDeviceContext whose
+    // `hwctx` is an AVCUDADeviceContext, and that struct's first field is
+    // the CUcontext (libavutil/hwcontext_cuda.h, stable since it appeared).
+    unsafe {
+        let device = (*device).data as *const ffi::AVHWDeviceContext;
+        let hwctx = (*device).hwctx as *const *mut std::ffi::c_void;
+        (!hwctx.is_null()).then(|| *hwctx as usize)
+    }
 }
 
 /// Whether `frame` lives in device memory.

@@ -4,6 +4,7 @@
 
 pub mod clip;
 mod decode;
+pub mod gpu_frame;
 pub mod hwaccel;
 pub mod pacing;
 pub mod queue;
@@ -11,11 +12,13 @@ pub mod source;
 pub mod stats;
 mod watchdog;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use decode::{DecodeOptions, InputCounts, VideoInput, SKIP_NONREF_RATIO};
-pub use hwaccel::{DecoderKind, HwAccel};
+pub use gpu_frame::{DevicePlanes, GpuFrame};
+pub use hwaccel::{DecoderKind, GpuTarget, HwAccel};
 pub use queue::{frame_queue, FrameReceiver, FrameSender, RecvError};
 pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl, Transport};
 pub use stats::{SourceState, SourceStats, StatsSnapshot};
@@ -57,7 +60,8 @@ pub enum IngestError {
     BadUrl { url: String, reason: String },
 }
 
-/// One decoded, sampled video frame in packed RGB24.
+/// One decoded, sampled video frame: packed RGB24, or NV12 left in GPU
+/// memory for a model in the same CUDA context.
 ///
 /// Two clocks, never mixed: `pts_us` is the stream's own timestamp
 /// (microseconds from the stream start, continuing across file loops), and
@@ -69,10 +73,30 @@ pub struct Frame {
     pub seq: u64,
     pub pts_us: i64,
     pub wall_time: SystemTime,
+    /// The size the pipeline sees the frame at; boxes are in these pixels.
     pub width: u32,
     pub height: u32,
-    /// `height` rows of `width * 3` bytes.
-    pub rgb: Vec<u8>,
+    pub pixels: Pixels,
+}
+
+/// Where a [`Frame`]'s picture is.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    /// `height` rows of `width * 3` bytes, R G B.
+    Rgb(Vec<u8>),
+    /// In GPU memory, at the decoder's size (which may be larger).
+    Gpu(Arc<GpuFrame>),
+}
+
+impl Frame {
+    /// The picture as packed RGB24 (`height` rows of `width * 3` bytes),
+    /// copied from the GPU if it is there.
+    pub fn rgb(&self) -> Result<Cow<'_, [u8]>, IngestError> {
+        match &self.pixels {
+            Pixels::Rgb(rgb) => Ok(Cow::Borrowed(rgb)),
+            Pixels::Gpu(frame) => frame.to_rgb().map(Cow::Owned),
+        }
+    }
 }
 
 /// Initialises ffmpeg once per process and keeps its logging quiet: errors

@@ -280,7 +280,7 @@ mod tests {
             wall_time: SystemTime::now(),
             width: 1,
             height: 1,
-            rgb: vec![0; 3],
+            pixels: crate::Pixels::Rgb(vec![0; 3]),
         }
     }
 

@@ -10,11 +10,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::decode::{DecodeOptions, InputCounts, VideoInput};
-use crate::hwaccel::{DecoderKind, HwAccel};
+use crate::hwaccel::{DecoderKind, GpuTarget, HwAccel};
 use crate::pacing::{Pacer, Sampler};
 use crate::queue::FrameSender;
 use crate::stats::{RateMeter, SourceState, SourceStats};
-use crate::{Frame, IngestError};
+use crate::{Frame, IngestError, Pixels};
 
 /// Characters that must be escaped in a URL's `user:password@` part.
 const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
@@ -205,6 +205,17 @@ impl SourceUrl {
 
 /// `d` give or take 20 %, so cameras that failed together (a switch
 /// rebooting) do not all reconnect in the same instant.
+/// The frame just decoded, as the pipeline takes it: in GPU memory when it
+/// was decoded into the model's context, else as RGB.
+fn sampled_pixels(input: &mut VideoInput) -> Result<(u32, u32, Pixels), IngestError> {
+    if let Some(frame) = input.gpu_frame() {
+        let (width, height) = frame.size();
+        return Ok((width, height, Pixels::Gpu(Arc::new(frame))));
+    }
+    let (width, height, rgb) = input.convert_to_rgb()?;
+    Ok((width, height, Pixels::Rgb(rgb)))
+}
+
 fn jittered(d: Duration) -> Duration {
     let nanos = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -247,6 +258,9 @@ pub struct SourceConfig {
     pub decode_threads: usize,
     /// Frames handed on are at most this wide (aspect kept).
     pub max_width: Option<u32>,
+    /// The model's CUDA context, when it runs on a GPU: NVDEC frames are
+    /// then handed on in GPU memory.
+    pub gpu_target: Option<GpuTarget>,
 }
 
 /// A running source thread.
@@ -354,6 +368,7 @@ impl SourceRun {
                 threads: self.config.decode_threads,
                 needed_fps: Some(self.config.detect_fps),
                 max_width: self.config.max_width,
+                gpu_target: self.config.gpu_target,
             };
             let end = match VideoInput::open_watched(
                 &self.config.url,
@@ -369,8 +384,13 @@ impl SourceRun {
                         skips_nonref = input.skips_nonref(),
                         "source opened"
                     );
+                    let on_gpu = if input.frames_stay_on_gpu() {
+                        ", frames stay on the GPU"
+                    } else {
+                        ""
+                    };
                     self.stats
-                        .set_decoder(format!("{} ({decoder})", input.codec_name()));
+                        .set_decoder(format!("{} ({decoder}{on_gpu})", input.codec_name()));
                     backoff = BACKOFF_MIN;
                     self.stats.set_state(SourceState::Streaming);
                     self.session(input)
@@ -433,8 +453,8 @@ impl SourceRun {
             if !self.sampler.take(t) {
                 continue;
             }
-            let (width, height, rgb) = match input.convert_to_rgb() {
-                Ok(converted) => converted,
+            let (width, height, pixels) = match sampled_pixels(&mut input) {
+                Ok(sampled) => sampled,
                 Err(e) => break SessionEnd::Failed(e),
             };
             let frame = Frame {
@@ -444,7 +464,7 @@ impl SourceRun {
                 wall_time: SystemTime::now(),
                 width,
                 height,
-                rgb,
+                pixels,
             };
             self.seq += 1;
             self.stats.frames_sampled.fetch_add(1, Ordering::Relaxed);

@@ -110,6 +110,7 @@ fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
                 hwaccel: HwAccel::Auto,
                 decode_threads: 1,
                 max_width: Some(384),
+                gpu_target: None,
             };
             spawn_source(config, tx.clone(), stop.clone()).unwrap()
         })

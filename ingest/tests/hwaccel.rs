@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use vigil_ingest::{DecodeOptions, DecoderKind, HwAccel, SourceUrl, VideoInput};
+use vigil_ingest::{DecodeOptions, DecoderKind, GpuTarget, HwAccel, SourceUrl, VideoInput};
 
 fn bikes() -> SourceUrl {
     let assets = std::env::var_os("VIGIL_TEST_ASSETS")
@@ -89,4 +89,30 @@ fn a_codec_without_hardware_support_decodes_in_software_under_auto() {
     let mut input = VideoInput::open_with(&url, DecodeOptions::default()).unwrap();
     assert_eq!(input.decoder_kind(), DecoderKind::Software);
     assert!(input.next_frame().unwrap().is_some());
+}
+
+/// A model's CUDA context offered to a camera on a machine without NVDEC
+/// (CI) changes nothing: software decoding, frames handed on as RGB. (On a
+/// GPU, `appliance/tests/gpu_frames.rs` checks the frames that stay there.)
+#[test]
+fn a_gpu_target_without_nvdec_leaves_frames_in_host_memory() {
+    if std::path::Path::new("/dev/nvidiactl").exists() {
+        eprintln!("skipped: this machine has an NVIDIA GPU (see appliance/tests/gpu_frames.rs)");
+        return;
+    }
+    vigil_ingest::init().unwrap();
+    let options = DecodeOptions {
+        hwaccel: HwAccel::Auto,
+        gpu_target: Some(GpuTarget {
+            ordinal: 0,
+            context: 0x1000,
+        }),
+        ..Default::default()
+    };
+    let mut input = VideoInput::open_with(&bikes(), options).expect("open bikes.mp4");
+    assert!(!input.frames_stay_on_gpu());
+    input.next_frame().unwrap().expect("a frame");
+    assert!(input.gpu_frame().is_none());
+    let (w, h, rgb) = input.convert_to_rgb().unwrap();
+    assert_eq!(rgb.len(), (w * h * 3) as usize);
 }

@@ -108,6 +108,7 @@ fn source(
             hwaccel: HwAccel::Auto,
             decode_threads: 1,
             max_width: None,
+            gpu_target: None,
         },
         queue.clone(),
         stop.clone(),

@@ -23,6 +23,7 @@ fn config(url: &str, fps: f64) -> SourceConfig {
         hwaccel: HwAccel::Auto,
         decode_threads: 0,
         max_width: None,
+        gpu_target: None,
     }
 }
 
@@ -50,7 +51,7 @@ fn a_whole_file_is_sampled_at_the_detection_rate_with_rising_stream_time() {
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f.seq, i as u64);
         assert_eq!((f.width, f.height), (640, 272));
-        assert_eq!(f.rgb.len(), 640 * 272 * 3);
+        assert_eq!(f.rgb().unwrap().len(), 640 * 272 * 3);
         // One sample per 200 ms slot of stream time: the first decoded
         // frame of the slot (skipped B-frames can push it a frame or two in).
         let slot = i as i64 * 200_000;
@@ -61,7 +62,7 @@ fn a_whole_file_is_sampled_at_the_detection_rate_with_rising_stream_time() {
         );
     }
     // Real pixels, not a blank frame.
-    let mid = &frames[25].rgb;
+    let mid = frames[25].rgb().unwrap();
     let mean = mid.iter().map(|&v| v as f64).sum::<f64>() / mid.len() as f64;
     assert!((40.0..220.0).contains(&mean), "mean pixel {mean}");
 }

@@ -30,7 +30,7 @@ pub fn event_json(event: vigil_storage::StoredEvent) -> serde_json::Value {
     serde_json::to_value(api::ApiEvent::from(event)).unwrap_or_default()
 }
 
-pub use live::{LatestDetections, LiveDetection, LiveFrames, Snapshot};
+pub use live::{FramePixels, LatestDetections, LiveDetection, LiveFrames, Snapshot};
 pub use login::LoginLimiter;
 pub use metrics::BatchLatency;
 pub use openapi::openapi_json;

@@ -1,7 +1,8 @@
 //! The latest frames of each camera with their detections, for the live view.
 //!
-//! The pipeline publishes every analysed frame here as raw RGB; a JPEG is
-//! encoded only when a browser asks for it, once per frame.
+//! The pipeline publishes every analysed frame here as raw RGB, or as a way
+//! to get it (a frame still in GPU memory); the picture is fetched and a
+//! JPEG encoded only when a browser asks for it, once per frame.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -36,6 +37,22 @@ pub struct LatestDetections {
     pub detections: Vec<LiveDetection>,
 }
 
+/// A frame's picture: packed RGB (`height` rows of `width * 3` bytes), or
+/// how to get it when someone looks (`None` if that fails; logged there).
+pub enum FramePixels {
+    Rgb(Vec<u8>),
+    OnDemand(Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>),
+}
+
+impl std::fmt::Debug for FramePixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FramePixels::Rgb(rgb) => write!(f, "Rgb({} bytes)", rgb.len()),
+            FramePixels::OnDemand(_) => f.write_str("OnDemand"),
+        }
+    }
+}
+
 /// One analysed frame.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -44,7 +61,9 @@ pub struct Snapshot {
     pub width: u32,
     pub height: u32,
     pub detections: Vec<LiveDetection>,
-    rgb: Vec<u8>,
+    pixels: FramePixels,
+    /// The picture fetched on demand, kept for the frame's other uses.
+    fetched: OnceLock<Option<Vec<u8>>>,
     jpeg: OnceLock<Option<Vec<u8>>>,
     /// The same frame with its detections drawn on it.
     annotated: OnceLock<Option<Vec<u8>>>,
@@ -56,7 +75,7 @@ impl Snapshot {
         frame_wall_ms: i64,
         width: u32,
         height: u32,
-        rgb: Vec<u8>,
+        pixels: FramePixels,
         detections: Vec<LiveDetection>,
     ) -> Self {
         Self {
@@ -65,16 +84,24 @@ impl Snapshot {
             width,
             height,
             detections,
-            rgb,
+            pixels,
+            fetched: OnceLock::new(),
             jpeg: OnceLock::new(),
             annotated: OnceLock::new(),
+        }
+    }
+
+    fn rgb(&self) -> Option<&[u8]> {
+        match &self.pixels {
+            FramePixels::Rgb(rgb) => Some(rgb),
+            FramePixels::OnDemand(fetch) => self.fetched.get_or_init(fetch).as_deref(),
         }
     }
 
     /// The frame as JPEG, encoded on first use.
     pub fn jpeg(&self) -> Option<&[u8]> {
         self.jpeg
-            .get_or_init(|| encode_jpeg(&self.rgb, self.width, self.height))
+            .get_or_init(|| encode_jpeg(self.rgb()?, self.width, self.height))
             .as_deref()
     }
 
@@ -82,7 +109,7 @@ impl Snapshot {
     pub fn annotated_jpeg(&self) -> Option<&[u8]> {
         self.annotated
             .get_or_init(|| {
-                let mut rgb = self.rgb.clone();
+                let mut rgb = self.rgb()?.to_vec();
                 crate::stream::draw_boxes(&mut rgb, self.width, self.height, &self.detections);
                 encode_jpeg(&rgb, self.width, self.height)
             })
@@ -138,7 +165,7 @@ mod tests {
     use super::*;
 
     fn snap(seq: u64) -> Snapshot {
-        Snapshot::new(seq, 0, 2, 2, vec![128; 12], vec![])
+        Snapshot::new(seq, 0, 2, 2, FramePixels::Rgb(vec![128; 12]), vec![])
     }
 
     #[test]
@@ -153,5 +180,35 @@ mod tests {
         let jpeg = s.jpeg().unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG start-of-image marker");
         assert!(live.latest("other").is_none());
+    }
+
+    #[test]
+    fn a_picture_on_demand_is_fetched_once_and_only_when_asked_for() {
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let fetch = move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(vec![200; 12])
+        };
+        let detection = LiveDetection {
+            label: "car".into(),
+            score: 0.9,
+            bbox: [0.0, 0.0, 1.0, 1.0],
+            track: None,
+        };
+        let s = Snapshot::new(
+            1,
+            0,
+            2,
+            2,
+            FramePixels::OnDemand(Box::new(fetch)),
+            vec![detection],
+        );
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(&s.jpeg().unwrap()[..2], &[0xFF, 0xD8]);
+        assert_eq!(&s.annotated_jpeg().unwrap()[..2], &[0xFF, 0xD8]);
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let failing = Snapshot::new(2, 0, 2, 2, FramePixels::OnDemand(Box::new(|| None)), vec![]);
+        assert!(failing.jpeg().is_none(), "no picture, no JPEG, no panic");
     }
 }

@@ -34,6 +34,8 @@ pub struct Settings {
     pub int8_kernel: Option<&'static str>,
     pub device: String,
     pub hwaccel: HwAccel,
+    /// NVDEC frames reach a GPU model in GPU memory (`detector.gpu_frames`).
+    pub gpu_frames: bool,
     pub max_batch: usize,
     pub detect_fps: f64,
     pub realtime: bool,
@@ -60,6 +62,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         int8_kernel: args.precision.int8_kernel().map(|k| k.name()),
         device: args.device.clone(),
         hwaccel: args.hwaccel,
+        gpu_frames: !args.host_frames,
         max_batch: args.max_batch,
         detect_fps: args.detect_fps,
         realtime: args.max_cameras || !args.fast,

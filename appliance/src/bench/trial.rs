@@ -219,12 +219,14 @@ fn config_text(settings: &Settings, clips: &[Clip], cameras: usize, dir: &Path) 
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {}\n\n\
-         [detector]\nmodel = {}\nprecision = {}\ndevice = {}\nmax_batch = {}\n",
+         [detector]\nmodel = {}\nprecision = {}\ndevice = {}\nmax_batch = {}\n\
+         gpu_frames = {}\n",
         q(&dir.display().to_string()),
         q(&settings.model),
         q(&format!("{:?}", settings.precision).to_lowercase()),
         q(&settings.device),
         settings.max_batch,
+        settings.gpu_frames,
     );
     for i in 0..cameras {
         let clip = &clips[i % clips.len()];

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use vigil_inference::ops::Activation;
 use vigil_inference::preprocess::{Fit, ResizePlan};
-use vigil_inference::{Detection, ImageView};
+use vigil_inference::{CudaNv12, Detection, ImageView, YuvColor};
 
 pub const IOU_MIN: f32 = 0.9;
 pub const SCORE_TOLERANCE: f32 = 0.03;
@@ -250,4 +250,128 @@ pub fn resize_rules() -> [(&'static str, (usize, usize), Planner); 3] {
             ResizePlan::fit(i, 640, 480, Fit::Letterbox, 1.0 / 255.0).0
         }),
     ]
+}
+
+/// An NV12 frame in host memory, as a decoder leaves it: a luma plane and
+/// an interleaved chroma plane, rows padded past the width.
+pub struct Nv12 {
+    pub width: usize,
+    pub height: usize,
+    pub pitch: usize,
+    pub luma: Vec<u8>,
+    pub chroma: Vec<u8>,
+}
+
+impl Nv12 {
+    /// `value(plane, x, y)` for plane 0 (luma), 1 (U) and 2 (V).
+    pub fn new(
+        width: usize,
+        height: usize,
+        mut value: impl FnMut(usize, usize, usize) -> u8,
+    ) -> Self {
+        let pitch = width.next_multiple_of(64) + 64;
+        let chroma_rows = height.div_ceil(2);
+        let mut luma = vec![0u8; pitch * height];
+        let mut chroma = vec![0u8; pitch * chroma_rows];
+        for y in 0..height {
+            for x in 0..width {
+                luma[y * pitch + x] = value(0, x, y);
+            }
+        }
+        for y in 0..chroma_rows {
+            for x in 0..width.div_ceil(2) {
+                chroma[y * pitch + 2 * x] = value(1, x, y);
+                chroma[y * pitch + 2 * x + 1] = value(2, x, y);
+            }
+        }
+        Self {
+            width,
+            height,
+            pitch,
+            luma,
+            chroma,
+        }
+    }
+
+    /// Random planes of `width` x `height` (a fixed sequence per `seed`).
+    pub fn noise(width: usize, height: usize, seed: u64) -> Self {
+        let mut state = seed | 1;
+        Self::new(width, height, |_, _, _| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+    }
+
+    /// This frame's planes at `luma` and `chroma` (host or GPU addresses).
+    pub fn planes(&self, context: usize, luma: u64, chroma: u64, color: YuvColor) -> CudaNv12 {
+        CudaNv12 {
+            context,
+            width: self.width,
+            height: self.height,
+            luma,
+            luma_pitch: self.pitch,
+            chroma,
+            chroma_pitch: self.pitch,
+            color,
+        }
+    }
+
+    /// Packed RGB by the textbook formulas (coefficients to 3-4 digits):
+    /// within one level of any correct conversion.
+    pub fn to_rgb(&self, color: YuvColor) -> Vec<u8> {
+        let (ys, cs, black) = if color.full_range {
+            (1.0, 1.0, 0.0)
+        } else {
+            (255.0 / 219.0, 255.0 / 224.0, 16.0)
+        };
+        let [rv, gu, gv, bu] = if color.bt709 {
+            [1.5748, 0.1873, 0.4681, 1.8556]
+        } else {
+            [1.402, 0.3441, 0.7141, 1.772]
+        };
+        let mut rgb = Vec::with_capacity(self.width * self.height * 3);
+        for y in 0..self.height {
+            for x in 0..self.width {
+                let l = (self.luma[y * self.pitch + x] as f32 - black) * ys;
+                let c = (y / 2) * self.pitch + x / 2 * 2;
+                let u = (self.chroma[c] as f32 - 128.0) * cs;
+                let v = (self.chroma[c + 1] as f32 - 128.0) * cs;
+                for value in [l + rv * v, l - gu * u - gv * v, l + bu * u] {
+                    rgb.push(value.round().clamp(0.0, 255.0) as u8);
+                }
+            }
+        }
+        rgb
+    }
+}
+
+/// Every matrix and range a frame can say it has.
+pub const COLORS: [YuvColor; 4] = [
+    YuvColor {
+        bt709: false,
+        full_range: false,
+    },
+    YuvColor {
+        bt709: true,
+        full_range: false,
+    },
+    YuvColor {
+        bt709: false,
+        full_range: true,
+    },
+    YuvColor {
+        bt709: true,
+        full_range: true,
+    },
+];
+
+/// The largest difference between `ours` and `expected` in 8-bit levels,
+/// for model input that is `level * scale + offset`.
+pub fn level_diff(ours: &[f32], expected: &[f32], scale: f32) -> f32 {
+    assert_eq!(ours.len(), expected.len());
+    ours.iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs() / scale))
 }
