@@ -30,13 +30,16 @@ assets=${VIGIL_TEST_ASSETS:-../shared/assets}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
 command -v nvcc >/dev/null || { echo "nvcc must be on PATH (see packaging/build-cuda-deb.sh)" >&2; exit 1; }
 
-# The executables cargo built, from its JSON messages.
+# The executables cargo built, from its JSON messages; only target $1's
+# if given (a test's package also builds its binaries).
 executables() {
   python3 -c 'import json, sys
+only = sys.argv[1] if len(sys.argv) > 1 else None
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
-        print(m["executable"])'
+        if only is None or m["target"]["name"] == only:
+            print(m["executable"])' "$@"
 }
 
 stage=$(mktemp -d)
@@ -60,7 +63,7 @@ case "$what" in
     ;;
   frames)
     cargo test --release -p vigil --features cuda --test gpu_frames --no-run \
-      --message-format=json-render-diagnostics | executables > "$stage/exe"
+      --message-format=json-render-diagnostics | executables gpu_frames > "$stage/exe"
     mkdir -p "$stage/assets/video"
     cp "$assets/video/bikes.mp4" "$stage/assets/video/"
     ;;
