@@ -498,15 +498,53 @@ mod cuda {
         size: (usize, usize),
         dtype: DType,
     ) -> candle_core::Result<Tensor> {
+        if images.is_empty() {
+            let device = candle_core::Device::Cuda(gpu.clone());
+            return Tensor::zeros((0, 3, size.1, size.0), dtype, &device);
+        }
         let (on_host, on_gpu): (Vec<usize>, Vec<usize>) =
             (0..images.len()).partition(|&i| images[i].rgb().is_some());
-        let pick = |which: &[usize]| -> (Vec<ImageView<'_>>, Vec<ResizePlan>) {
-            which.iter().map(|&i| (images[i], plans[i].clone())).unzip()
+        if on_gpu.is_empty() {
+            return resize(gpu, images, plans, Kind::Rgb, size, dtype);
+        }
+        if on_host.is_empty() {
+            return resize(gpu, images, plans, Kind::Nv12, size, dtype);
+        }
+        let part = |which: &[usize], kind| {
+            let (images, plans): (Vec<ImageView<'_>>, Vec<ResizePlan>) =
+                which.iter().map(|&i| (images[i], plans[i].clone())).unzip();
+            resize(gpu, &images, &plans, kind, size, dtype)
         };
-        let part = |which: &[usize], nv12: bool| -> candle_core::Result<Tensor> {
-            let (images, plans) = pick(which);
-            if nv12 {
-                let batch = Nv12ResizeBatch::new(&images, &plans, size)?;
+        // Cameras decoded in software and on the GPU in one batch: each
+        // kind through its kernel, then back in the callers' order.
+        let joined = Tensor::cat(&[part(&on_host, Kind::Rgb)?, part(&on_gpu, Kind::Nv12)?], 0)?;
+        let mut at = vec![0u32; images.len()];
+        for (position, &image) in on_host.iter().chain(&on_gpu).enumerate() {
+            at[image] = position as u32;
+        }
+        let at = Tensor::new(at, joined.device())?;
+        joined.index_select(&at, 0)
+    }
+
+    /// Where a batch's pixels are: every image's, one kind per kernel.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Rgb,
+        Nv12,
+    }
+
+    /// One kind of image through its kernel.
+    fn resize(
+        gpu: &CudaDevice,
+        images: &[ImageView<'_>],
+        plans: &[ResizePlan],
+        kind: Kind,
+        size: (usize, usize),
+        dtype: DType,
+    ) -> candle_core::Result<Tensor> {
+        match kind {
+            Kind::Nv12 => {
+                let batch = Nv12ResizeBatch::new(images, plans, size)?;
                 let ours = gpu.cuda_stream().context().cu_ctx() as usize;
                 if batch.context != ours {
                     candle_core::bail!(
@@ -515,16 +553,11 @@ mod cuda {
                     )
                 }
                 let planes = gpu.clone_htod(&batch.planes[..])?;
-                run(
-                    gpu,
-                    "resize_nv12_planar",
-                    &planes,
-                    &batch.geometry,
-                    &batch.tables,
-                    dtype,
-                )
-            } else {
-                let batch = GpuResizeBatch::new(&images, &plans, size)?;
+                let (geometry, tables) = (&batch.geometry, &batch.tables);
+                run(gpu, "resize_nv12_planar", &planes, geometry, tables, dtype)
+            }
+            Kind::Rgb => {
+                let batch = GpuResizeBatch::new(images, plans, size)?;
                 let rgb = gpu.clone_htod(&batch.rgb[..])?;
                 run(
                     gpu,
@@ -535,26 +568,7 @@ mod cuda {
                     dtype,
                 )
             }
-        };
-        if images.is_empty() {
-            let device = candle_core::Device::Cuda(gpu.clone());
-            return Tensor::zeros((0, 3, size.1, size.0), dtype, &device);
         }
-        if on_gpu.is_empty() {
-            return part(&on_host, false);
-        }
-        if on_host.is_empty() {
-            return part(&on_gpu, true);
-        }
-        // Cameras decoded in software and on the GPU in one batch: each
-        // kind through its kernel, then back in the callers' order.
-        let joined = Tensor::cat(&[part(&on_host, false)?, part(&on_gpu, true)?], 0)?;
-        let mut at = vec![0u32; images.len()];
-        for (position, &image) in on_host.iter().chain(&on_gpu).enumerate() {
-            at[image] = position as u32;
-        }
-        let at = Tensor::new(at, joined.device())?;
-        joined.index_select(&at, 0)
     }
 
     /// Runs `<kernel>_<dtype>` on `pixels` (RGB bytes or planes' addresses).

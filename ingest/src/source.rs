@@ -203,8 +203,6 @@ impl SourceUrl {
     }
 }
 
-/// `d` give or take 20 %, so cameras that failed together (a switch
-/// rebooting) do not all reconnect in the same instant.
 /// The frame just decoded, as the pipeline takes it: in GPU memory when it
 /// was decoded into the model's context, else as RGB.
 fn sampled_pixels(input: &mut VideoInput) -> Result<(u32, u32, Pixels), IngestError> {
@@ -216,6 +214,8 @@ fn sampled_pixels(input: &mut VideoInput) -> Result<(u32, u32, Pixels), IngestEr
     Ok((width, height, Pixels::Rgb(rgb)))
 }
 
+/// `d` give or take 20 %, so cameras that failed together (a switch
+/// rebooting) do not all reconnect in the same instant.
 fn jittered(d: Duration) -> Duration {
     let nanos = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
