@@ -67,7 +67,7 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let scope: Scope = scope.parse()?;
             let store = open(&config)?;
             let password = read_password(password_stdin)?;
-            store.set_user(&name, &password, scope)?;
+            store.set_user(&name, &password, Some(scope))?;
             println!("user {name} saved ({})", scope.as_str());
         }
         UserCommand::List { config } => {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use vigil_inference::convert::{save_safetensors, ssdlite_tfjs, ultralytics_pt};
 use vigil_inference::tfjs::TfjsGraph;
-use vigil_inference::{ModelFiles, ModelRegistry, Precision};
+use vigil_inference::{ImageView, ModelFiles, ModelRegistry, Precision};
 
 use crate::cli::{ModelCommand, ModelImportArgs};
 
@@ -35,23 +35,53 @@ fn import(args: ModelImportArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let installed = match source.extension().and_then(|e| e.to_str()) {
-        Some("pt") | Some("pth") => import_ultralytics(source, &args.dir, &name)?,
-        Some("cfg") => import_darknet(source, args.names.as_deref(), &args.dir, &name)?,
-        Some("json") if file_name == "model.json" => import_tfjs(source, &args.dir, &name)?,
+    // Built beside the models, not among them: a model that fails below
+    // must not replace a working one of the same name.
+    let staging = tempfile::Builder::new()
+        .prefix(".import-")
+        .tempdir_in(&args.dir)
+        .with_context(|| format!("writing in {}", args.dir.display()))?;
+    let staged = match source.extension().and_then(|e| e.to_str()) {
+        Some("pt") | Some("pth") => import_ultralytics(source, staging.path(), &name)?,
+        Some("cfg") => import_darknet(source, args.names.as_deref(), staging.path(), &name)?,
+        Some("json") if file_name == "model.json" => import_tfjs(source, staging.path(), &name)?,
         _ => bail!(
             "{}: not a model format Vigil imports (an Ultralytics .pt, a darknet .cfg, or a TF.js model.json)",
             source.display()
         ),
     };
-    // Prove it loads and runs before telling anyone it is ready.
-    let detector = installed
+    // Prove it loads and runs before it takes the name.
+    let detector = staged
         .load(&Device::Cpu, Precision::F32)
-        .with_context(|| format!("the installed model {name} does not load"))?;
+        .with_context(|| format!("the imported model {name} does not load"))?;
+    let grey = vec![128u8; 64 * 64 * 3];
+    detector
+        .detect(&[ImageView::new(64, 64, &grey)?])
+        .with_context(|| format!("the imported model {name} does not run"))?;
+    install(staging.path(), &args.dir, &name)?;
     println!(
         "installed {name} ({}); use `model = \"{name}\"` in the [detector] section",
         detector.name()
     );
+    Ok(())
+}
+
+/// Every file a model named `name` may have; the registry reads them all.
+const MODEL_FILE_KINDS: [&str; 4] = ["safetensors", "cfg", "weights", "names"];
+
+/// Moves the staged files into `dir`, and removes the files an earlier
+/// model of that name left that the new one lacks (its labels, say).
+fn install(staging: &Path, dir: &Path, name: &str) -> anyhow::Result<()> {
+    for kind in MODEL_FILE_KINDS {
+        let file = format!("{name}.{kind}");
+        let (from, to) = (staging.join(&file), dir.join(&file));
+        if from.is_file() {
+            std::fs::rename(&from, &to).with_context(|| format!("installing {}", to.display()))?;
+        } else if to.is_file() {
+            std::fs::remove_file(&to)
+                .with_context(|| format!("removing the old {}", to.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -60,10 +90,9 @@ fn import_ultralytics(source: &Path, dir: &Path, name: &str) -> anyhow::Result<M
     let out = dir.join(format!("{name}.safetensors"));
     save_safetensors(&checkpoint.tensors, &out)?;
     if !checkpoint.labels.is_empty() {
-        write_atomically(
-            &dir.join(format!("{name}.names")),
-            &(checkpoint.labels.join("\n") + "\n"),
-        )?;
+        let names = dir.join(format!("{name}.names"));
+        std::fs::write(&names, checkpoint.labels.join("\n") + "\n")
+            .with_context(|| format!("writing {}", names.display()))?;
     }
     println!(
         "{}: {:?}, {} classes -> {}",
@@ -92,10 +121,8 @@ fn import_darknet(
         .or_else(|| Some(cfg.with_extension("names")).filter(|p| p.is_file()));
     let copy = |from: &Path, ext: &str| -> anyhow::Result<PathBuf> {
         let to = dir.join(format!("{name}.{ext}"));
-        if from.canonicalize().ok() != to.canonicalize().ok() {
-            std::fs::copy(from, &to)
-                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-        }
+        std::fs::copy(from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         Ok(to)
     };
     let files = ModelFiles::Darknet {
@@ -112,13 +139,6 @@ fn import_tfjs(model_json: &Path, dir: &Path, name: &str) -> anyhow::Result<Mode
     let out = dir.join(format!("{name}.safetensors"));
     save_safetensors(&tensors, &out)?;
     Ok(ModelFiles::Safetensors(out))
-}
-
-/// Writes through a temporary file and a rename, so no half file is ever read.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn list() -> anyhow::Result<()> {

@@ -34,7 +34,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (requests, incoming) = crossbeam_channel::unbounded();
     shutdown::forward(signals, requests.clone())?;
     let control = Arc::new(ConfigControl::new(config.clone(), requests));
-    let mut running = start(&config, control.clone())?;
+    // Outlives restarts: a reload must not forget who was failing to log in.
+    let limiter = Arc::new(LoginLimiter::default());
+    let mut running = start(&config, control.clone(), limiter.clone())?;
     service::ready(&running.summary());
     let mut health = service::Health::new();
     loop {
@@ -72,7 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         service::reloading();
         running.stop();
         let old = control.current();
-        running = match start(&new, control.clone()) {
+        running = match start(&new, control.clone(), limiter.clone()) {
             Ok(r) => {
                 tracing::info!("running with the new configuration");
                 control.set_current(new);
@@ -84,7 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     "the new configuration does not start; going back"
                 );
                 control.restore_file(&old);
-                start(&old, control.clone())?
+                start(&old, control.clone(), limiter.clone())?
             }
         };
         service::ready(&running.summary());
@@ -93,6 +95,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     running.stop();
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Software decoding threads per camera: the cores shared out, at least
+/// one each. ffmpeg's own default (a thread per core for every camera)
+/// would start cameras x cores threads, each holding frames in flight.
+fn decode_threads_per_camera(cameras: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / cameras.max(1)).max(1)
 }
 
 /// The started appliance.
@@ -110,7 +120,11 @@ pub struct Running {
     hot: Arc<HotStore>,
 }
 
-pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Running> {
+pub fn start(
+    config: &Config,
+    control: Arc<ConfigControl>,
+    limiter: Arc<LoginLimiter>,
+) -> anyhow::Result<Running> {
     vigil_ingest::init().context("initialising ffmpeg")?;
     let db = vigil_storage::prepare(&config.storage.path)?;
     tracing::info!(database = %db.display(), "storage ready");
@@ -191,6 +205,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
             ordinal: g.ordinal,
             context: g.context,
         });
+    let decode_threads = decode_threads_per_camera(config.cameras.len());
     let mut sources = Vec::new();
     let mut directory = Vec::new();
     let mut cameras = HashMap::new();
@@ -203,7 +218,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
                 url,
                 detect_fps: *cam.detect_fps.get_ref(),
                 hwaccel: cam.hwaccel,
-                decode_threads: 0,
+                decode_threads,
                 max_width: Some(*cam.max_width.get_ref()),
                 gpu_target,
             },
@@ -299,7 +314,7 @@ pub fn start(config: &Config, control: Arc<ConfigControl>) -> anyhow::Result<Run
             storage_health: writer.stats.clone(),
             hot: hot.clone(),
             auth,
-            limiter: LoginLimiter::default(),
+            limiter,
             secure_cookies: config.server.tls().is_some(),
             started: std::time::Instant::now(),
             batch_latency,

@@ -44,7 +44,8 @@ pub struct ConfigControl {
 
 /// What credential-free views show in place of secrets (see
 /// [`Config::redacted_toml`]); sent back unchanged, they mean "keep".
-const HIDDEN_USERINFO: &str = "://***@";
+/// What `redact_credentials` puts in place of a URL's secrets.
+const HIDDEN_IN_URL: &str = "***";
 const HIDDEN_PASSWORD: &str = "<redacted>";
 
 impl ConfigControl {
@@ -101,7 +102,7 @@ impl ConfigControl {
 /// Replaces `***` credentials and `<redacted>` passwords with the running
 /// configuration's values for the same camera.
 fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, ConfigUpdateError> {
-    if !text.contains(HIDDEN_USERINFO) && !text.contains(HIDDEN_PASSWORD) {
+    if !text.contains(HIDDEN_IN_URL) && !text.contains(HIDDEN_PASSWORD) {
         return Ok(text.to_string());
     }
     let draft = Config::parse(text, file).map_err(|e| ConfigUpdateError::Invalid(e.to_string()))?;
@@ -110,13 +111,13 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
     for cam in &draft.cameras {
         let id = cam.id.get_ref();
         let old = current.cameras.iter().find(|c| c.id.get_ref() == id);
-        if cam.url.get_ref().contains(HIDDEN_USERINFO) {
+        if cam.url.get_ref().contains(HIDDEN_IN_URL) {
             let old_url = old
                 .map(|c| c.url.get_ref())
                 .filter(|u| vigil_ingest::source::redact_credentials(u) == *cam.url.get_ref());
             let Some(old_url) = old_url else {
                 return Err(ConfigUpdateError::Invalid(format!(
-                    "camera {id:?}: the url has *** for its credentials but its host or path \
+                    "camera {id:?}: the url has *** for its credentials but something else in it \
                      changed; write the credentials out"
                 )));
             };
@@ -127,11 +128,21 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
             .as_ref()
             .filter(|p| p.get_ref() == HIDDEN_PASSWORD)
         {
-            let Some(old_pw) = old.and_then(|c| c.password.as_ref()) else {
+            let Some(old) = old.filter(|o| o.password.is_some()) else {
                 return Err(ConfigUpdateError::Invalid(format!(
                     "camera {id:?}: password is {HIDDEN_PASSWORD:?} but there is no stored one"
                 )));
             };
+            // The stored password goes only where it went before: else an
+            // edited URL would send it to any host the editor names.
+            let redact = vigil_ingest::source::redact_credentials;
+            if redact(old.url.get_ref()) != redact(cam.url.get_ref()) {
+                return Err(ConfigUpdateError::Invalid(format!(
+                    "camera {id:?}: password is {HIDDEN_PASSWORD:?} but the url changed; \
+                     write the password out"
+                )));
+            }
+            let old_pw = old.password.as_ref().expect("filtered on");
             edits.push((pw.span(), quote(old_pw.get_ref())));
         }
     }
@@ -141,11 +152,18 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
         .and_then(|m| m.password.as_ref())
         .filter(|p| p.get_ref() == HIDDEN_PASSWORD)
     {
-        let Some(old_pw) = current.mqtt.as_ref().and_then(|m| m.password.as_ref()) else {
+        let new_url = draft.mqtt.as_ref().map(|m| m.url.get_ref());
+        let Some(old) = current.mqtt.as_ref().filter(|m| m.password.is_some()) else {
             return Err(ConfigUpdateError::Invalid(format!(
                 "mqtt: password is {HIDDEN_PASSWORD:?} but there is no stored one"
             )));
         };
+        if new_url != Some(old.url.get_ref()) {
+            return Err(ConfigUpdateError::Invalid(format!(
+                "mqtt: password is {HIDDEN_PASSWORD:?} but the url changed; write the password out"
+            )));
+        }
+        let old_pw = old.password.as_ref().expect("filtered on");
         edits.push((pw.span(), quote(old_pw.get_ref())));
     }
     edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
@@ -226,11 +244,40 @@ mod tests {
             .redacted_toml()
             .replace("10.0.0.5", "10.9.9.9");
         assert!(control.apply(&moved).is_err());
+        // Nor can a hidden password.
+        let moved = control
+            .current()
+            .redacted_toml()
+            .replace("10.0.0.6", "10.9.9.9");
+        let e = control.apply(&moved).unwrap_err();
+        assert!(e.to_string().contains("\"yard\": password"), "{e}");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("vigil.toml")).unwrap(),
             BASE
         );
         assert!(rx.try_recv().is_err(), "no reload");
+    }
+
+    #[test]
+    fn the_hidden_mqtt_password_stays_with_its_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vigil.toml");
+        let text = format!(
+            "{BASE}\n[mqtt]\nurl = \"mqtt://broker.lan\"\nusername = \"u\"\npassword = \"pw-1\"\n"
+        );
+        std::fs::write(&file, &text).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let control = ConfigControl::new(Config::load(&file).unwrap(), tx);
+        let shown = control.current().redacted_toml();
+        assert!(!shown.contains("pw-1"), "{shown}");
+        let e = control
+            .apply(&shown.replace("broker.lan", "evil.example"))
+            .unwrap_err();
+        assert!(e.to_string().contains("mqtt: password"), "{e}");
+        assert!(rx.try_recv().is_err(), "no reload");
+        control.apply(&format!("{shown}max_backlog = 5\n")).unwrap();
+        let saved = std::fs::read_to_string(&file).unwrap();
+        assert!(saved.contains("password = \"pw-1\""), "{saved}");
     }
 
     #[test]

@@ -133,3 +133,54 @@ fn unknown_formats_and_bad_names_are_refused() {
     );
     assert!(!ok && err.contains("not a plain file name"), "{err}");
 }
+
+#[test]
+fn a_model_that_does_not_load_replaces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().to_str().unwrap();
+    let checkpoint = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../inference/tests/data/ultralytics/tiny-yolov8.pt");
+    let import = |source: &Path, extra: &[&str]| {
+        let mut args = vec!["model", "import", source.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(["--name", "tiny", "--dir", models]);
+        vigil(&args, dir.path())
+    };
+    let (ok, _, err) = import(&checkpoint, &[]);
+    assert!(ok, "{err}");
+    let installed = |kind: &str| std::fs::read(dir.path().join(format!("tiny.{kind}"))).ok();
+    let before = (installed("safetensors"), installed("names"));
+
+    // A checkpoint cut in half, then a darknet model whose names file
+    // does not match its 80 classes: both refused, the working model kept.
+    let scratch = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    let broken = scratch.path().join("broken.pt");
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, err) = import(&broken, &[]);
+    assert!(!ok, "a broken checkpoint is refused");
+    eprintln!("{err}");
+    let names = scratch.path().join("two.names");
+    std::fs::write(&names, "walker\nrider\n").unwrap();
+    let cfg = assets().join("models/yolov3_tiny_darknet/yolov3-tiny.cfg");
+    let (ok, _, err) = import(&cfg, &["--names", names.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("2 names for a model of 80 classes"),
+        "{err}"
+    );
+
+    assert_eq!((installed("safetensors"), installed("names")), before);
+    assert_eq!(installed("cfg"), None);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "no staging left behind: {left:?}");
+
+    // A darknet model then replaces it whole: no labels of the old one stay.
+    let (ok, _, err) = import(&cfg, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(installed("safetensors"), None);
+    assert_eq!(installed("names"), None, "the old model's labels are gone");
+    assert!(installed("cfg").is_some() && installed("weights").is_some());
+}

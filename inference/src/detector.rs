@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::labels::coco91_label;
 use crate::models::ssdlite::SsdLite;
 use crate::models::Weights;
-use crate::postprocess::{decode_ssd_box, non_max_suppression, Candidate};
+use crate::postprocess::{decode_ssd_box, non_max_suppression, Candidate, Suppression};
 use crate::preprocess::{planar_batch, ResizePlan};
 use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError, Precision};
 
@@ -79,20 +79,53 @@ impl SsdLiteDetector {
             .chunks_exact(4)
             .map(|a| [a[0], a[1], a[2], a[3]])
             .collect();
-        let s = w.get_vec("box_coder.scales")?;
-        let input = w.get_vec("input.size_scale_offset")?;
-        Ok(Self {
+        let (Ok([s0, s1, s2, s3]), Ok([size, pixel_scale, pixel_offset])) = (
+            <[f32; 4]>::try_from(w.get_vec("box_coder.scales")?),
+            <[f32; 3]>::try_from(w.get_vec("input.size_scale_offset")?),
+        ) else {
+            return Err(w.format_error(
+                "box_coder.scales must hold 4 numbers and input.size_scale_offset 3".into(),
+            ));
+        };
+        if !(1.0..=8192.0).contains(&size) {
+            return Err(w.format_error(format!("input size {size} is not a size")));
+        }
+        let detector = Self {
             name: name.to_string(),
             model,
             anchors,
-            box_scales: [s[0], s[1], s[2], s[3]],
-            input_size: input[0] as usize,
-            pixel_scale: input[1],
-            pixel_offset: input[2],
+            box_scales: [s0, s1, s2, s3],
+            input_size: size as usize,
+            pixel_scale,
+            pixel_offset,
             device: device.clone(),
             dtype,
             thresholds: Thresholds::default(),
-        })
+        };
+        detector.check_anchors(w)?;
+        Ok(detector)
+    }
+
+    /// Runs the network once on a blank input: its heads must give one box
+    /// and one row of classes per anchor, else every frame would fail (or
+    /// read past the anchors) later, far from the file that is wrong.
+    fn check_anchors(&self, w: &Weights) -> Result<(), InferenceError> {
+        let s = self.input_size;
+        let blank = Tensor::zeros((1, 3, s, s), self.dtype, &self.device)?;
+        let (codes, logits) = self.model.forward(&blank)?;
+        let anchors = self.anchors.len();
+        let fits = anchors > 0
+            && codes.elem_count() == anchors * 4
+            && logits.elem_count().is_multiple_of(anchors)
+            && logits.elem_count() / anchors >= 2;
+        if !fits {
+            return Err(w.format_error(format!(
+                "{anchors} anchors, but the heads give {} box values and {} class scores",
+                codes.elem_count(),
+                logits.elem_count()
+            )));
+        }
+        Ok(())
     }
 
     /// Side of the square model input, in pixels.
@@ -154,6 +187,7 @@ impl SsdLiteDetector {
             candidates,
             self.thresholds.iou,
             self.thresholds.max_detections,
+            Suppression::AcrossClasses,
         )
         .into_iter()
         .filter_map(|c| {

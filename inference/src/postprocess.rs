@@ -30,21 +30,40 @@ pub struct Candidate {
     pub bbox: BoundingBox,
 }
 
-/// Greedy non-maximum suppression across classes: keeps the best-scoring
-/// box, drops every later box overlapping a kept one by more than
-/// `iou_threshold`, and stops after `max_keep` boxes.
+/// Which boxes compete in non-maximum suppression: each model family is
+/// checked against its reference runtime, and the references differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppression {
+    /// Any two boxes (SSD as TensorFlow runs it; darknet as OpenCV does).
+    AcrossClasses,
+    /// Only boxes of one class (Ultralytics' default): a helmet on a
+    /// person, or a plate on a car, keeps both boxes.
+    PerClass,
+}
+
+/// Greedy non-maximum suppression: keeps the best-scoring box, drops every
+/// later box overlapping a kept one (of the same class, if `per class`) by
+/// more than `iou_threshold`, and stops after `max_keep` boxes.
 pub fn non_max_suppression(
     mut candidates: Vec<Candidate>,
     iou_threshold: f32,
     max_keep: usize,
+    rule: Suppression,
 ) -> Vec<Candidate> {
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let competes = |k: &Candidate, c: &Candidate| match rule {
+        Suppression::AcrossClasses => true,
+        Suppression::PerClass => k.class == c.class,
+    };
     let mut kept: Vec<Candidate> = Vec::new();
     for c in candidates {
         if kept.len() >= max_keep {
             break;
         }
-        if kept.iter().all(|k| k.bbox.iou(&c.bbox) <= iou_threshold) {
+        if kept
+            .iter()
+            .all(|k| !competes(k, &c) || k.bbox.iou(&c.bbox) <= iou_threshold)
+        {
             kept.push(c);
         }
     }
@@ -93,12 +112,29 @@ mod tests {
                 y1: 10.0,
             },
         };
-        let kept = non_max_suppression(vec![c(0.5, 1.0), c(0.9, 0.0), c(0.7, 50.0)], 0.5, 10);
+        let across = Suppression::AcrossClasses;
+        let kept = non_max_suppression(
+            vec![c(0.5, 1.0), c(0.9, 0.0), c(0.7, 50.0)],
+            0.5,
+            10,
+            across,
+        );
         let scores: Vec<f32> = kept.iter().map(|k| k.score).collect();
         assert_eq!(scores, vec![0.9, 0.7]);
         assert_eq!(
-            non_max_suppression(vec![c(0.9, 0.0), c(0.7, 50.0)], 0.5, 1).len(),
+            non_max_suppression(vec![c(0.9, 0.0), c(0.7, 50.0)], 0.5, 1, across).len(),
             1
         );
+        // A box of another class over a kept one: dropped across classes,
+        // kept per class.
+        let other = Candidate {
+            class: 2,
+            ..c(0.8, 1.0)
+        };
+        let both = vec![c(0.9, 0.0), other, c(0.6, 1.0)];
+        assert_eq!(non_max_suppression(both.clone(), 0.5, 10, across).len(), 1);
+        let per_class = non_max_suppression(both, 0.5, 10, Suppression::PerClass);
+        let classes: Vec<u32> = per_class.iter().map(|k| k.class).collect();
+        assert_eq!(classes, vec![1, 2]);
     }
 }

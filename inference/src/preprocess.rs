@@ -139,9 +139,11 @@ impl ResizePlan {
             },
             Fit::Letterbox => {
                 let r = (out_w as f32 / image.width as f32).min(out_h as f32 / image.height as f32);
+                // At least a pixel: a 1x2000 strip must not scale to
+                // nothing (and its boxes to NaN).
                 let (w, h) = (
-                    (image.width as f32 * r).round(),
-                    (image.height as f32 * r).round(),
+                    (image.width as f32 * r).round().max(1.0),
+                    (image.height as f32 * r).round().max(1.0),
                 );
                 // Ultralytics rounds the split of the padding this way.
                 let left = ((out_w as f32 - w) / 2.0 - 0.1).round().max(0.0);
@@ -679,6 +681,18 @@ mod tests {
             vec![114.0, 114.0, 255.0, 255.0, 255.0, 255.0, 114.0, 114.0]
         );
         assert_eq!(p.to_image(8.0, 6.0), (4.0, 2.0));
+    }
+
+    #[test]
+    fn a_thin_strip_letterboxes_to_at_least_a_pixel() {
+        // 1x200 into 8x8 scales to 0.04 pixels wide: kept at one, so
+        // points map back to finite image coordinates.
+        let rgb = vec![200u8; 200 * 3];
+        let img = ImageView::new(1, 200, &rgb).unwrap();
+        let mut out = vec![0.0; 3 * 8 * 8];
+        let p = fit(&img, 8, Fit::Letterbox, &mut out);
+        let (x, y) = p.to_image(4.0, 4.0);
+        assert!(x.is_finite() && y.is_finite(), "({x}, {y})");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use candle_core::Device;
 
 use crate::darknet::DarknetNet;
 use crate::models::Weights;
+use crate::postprocess::Suppression;
 use crate::preprocess::Fit;
 use crate::ultralytics::{Family, UltralyticsNet};
 use crate::yolo::{YoloDetector, YoloSpec};
@@ -178,6 +179,8 @@ impl ModelFiles {
                     fit: Fit::Stretch,
                     labels,
                     dtype: precision.dtype(),
+                    // OpenCV's darknet reference suppresses across classes.
+                    suppression: Suppression::AcrossClasses,
                 };
                 Ok(Box::new(YoloDetector::new(
                     &name,
@@ -235,6 +238,7 @@ fn load_ultralytics(
         fit: Fit::Letterbox,
         labels,
         dtype: precision.dtype(),
+        suppression: Suppression::PerClass,
     };
     Ok(Box::new(YoloDetector::new(
         name,
@@ -254,12 +258,23 @@ fn labels(names: Option<&Path>, classes: usize) -> Result<Vec<String>, Inference
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(text
+    let names: Vec<String> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(String::from)
-        .collect())
+        .collect();
+    // A names file of another model would label every box wrongly.
+    if names.len() != classes {
+        return Err(InferenceError::ModelFormat {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} names for a model of {classes} classes: write one name per line, in class order",
+                names.len()
+            ),
+        });
+    }
+    Ok(names)
 }
 
 /// COCO's names for an 80-class model; `class N` otherwise.

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::detector::Thresholds;
-use crate::postprocess::{non_max_suppression, Candidate};
+use crate::postprocess::{non_max_suppression, Candidate, Suppression};
 use crate::preprocess::{planar_batch, Fit, Placement, ResizePlan};
 use crate::{BoundingBox, Detection, Detector, ImageView, InferenceError};
 
@@ -23,6 +23,9 @@ pub struct YoloSpec {
     /// Class names, index = the network's class column.
     pub labels: Vec<String>,
     pub dtype: DType,
+    /// Whether boxes of different classes suppress each other, as this
+    /// family's reference runtime does.
+    pub suppression: Suppression,
 }
 
 /// A YOLO network with its pre- and post-processing.
@@ -88,7 +91,7 @@ impl YoloDetector {
                     .iter()
                     .enumerate()
                     .max_by(|a, b| a.1.total_cmp(b.1))?;
-                if score < self.thresholds.score || best >= classes {
+                if score.is_nan() || score < self.thresholds.score || best >= classes {
                     return None;
                 }
                 let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);
@@ -111,6 +114,7 @@ impl YoloDetector {
             candidates,
             self.thresholds.iou,
             self.thresholds.max_detections,
+            self.spec.suppression,
         )
         .into_iter()
         .map(|c| Detection {

@@ -6,8 +6,9 @@ mod common;
 use candle_core::Device;
 use common::{assets, match_detections, JpegDecoder, Reference};
 use vigil_inference::convert::{save_safetensors, ssdlite_tfjs};
+use vigil_inference::models::Weights;
 use vigil_inference::tfjs::TfjsGraph;
-use vigil_inference::{BoundingBox, Detection, Detector, ImageView, SsdLiteDetector};
+use vigil_inference::{BoundingBox, Detection, Detector, ImageView, Precision, SsdLiteDetector};
 
 #[test]
 fn ssdlite_port_matches_tfjs_reference() {
@@ -29,6 +30,19 @@ fn ssdlite_port_matches_tfjs_reference() {
     let results = detector.detect(&views).expect("detect");
     let failures = reference.mismatches(&photos, &results);
     assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
+
+    // A file whose anchors do not match its heads is refused at load,
+    // rather than failing (or reading past the anchors) on every frame.
+    let mut short = tensors;
+    let anchors = short["anchors"].dim(0).unwrap();
+    let fewer = short["anchors"].narrow(0, 0, anchors - 1).unwrap();
+    short.insert("anchors".into(), fewer);
+    let weights = Weights::from_map(short, "short.safetensors".into());
+    let err = SsdLiteDetector::from_weights(&weights, "short", &Device::Cpu, Precision::F32)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains(&format!("{} anchors", anchors - 1)), "{err}");
 }
 
 #[test]

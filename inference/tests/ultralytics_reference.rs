@@ -264,6 +264,14 @@ fn checkpoint_import_matches_ultralytics() {
         assert!(d.label == "walker" || d.label == "rider", "{}", d.label);
         assert!(d.bbox.x0 >= 0.0 && d.bbox.x1 <= 320.0 && d.bbox.y1 <= 200.0);
     }
+    // Names of another model are refused, not used to mislabel boxes.
+    std::fs::write(dir.path().join("tiny.names"), "walker\n").unwrap();
+    let err = registry
+        .load_as("tiny", &Device::Cpu, Precision::F32)
+        .err()
+        .expect("one name for two classes")
+        .to_string();
+    assert!(err.contains("1 names for a model of 2 classes"), "{err}");
 }
 
 #[test]
@@ -303,5 +311,38 @@ fn an_absurd_input_size_in_the_file_is_refused() {
             err.to_string().contains(INPUT_SIZE_TENSOR) || err.to_string().contains("input size"),
             "{err}"
         );
+    }
+}
+
+/// f16 and int8 against f32 on the same network and photo: every box
+/// coordinate and class score (`[anchors, 4 + classes]`), as relative error.
+fn reduced_precision_errors(model: &str) -> (f32, f32) {
+    let (fixture, weights, _) = load_fixture(model);
+    let x = input(&data().join(&fixture.input));
+    let run = |precision: Precision| {
+        let w = weights.to_dtype(precision.dtype()).unwrap();
+        let net = UltralyticsNet::load(&w, precision).unwrap();
+        let x = x.to_dtype(precision.dtype()).unwrap();
+        let rows = net.forward(&x).unwrap();
+        let rows = rows.to_dtype(candle_core::DType::F32).unwrap();
+        rows.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let f32_rows = run(Precision::F32);
+    let f16 = relative_error(&run(Precision::F16), &f32_rows);
+    let int8 = relative_error(&run(Precision::Int8), &f32_rows);
+    eprintln!("{model}: f16 {f16:.2e}, int8 {int8:.2e} relative to f32");
+    (f16, int8)
+}
+
+/// Measured: yolov8n f16 1.8e-2, int8 4.4e-3; yolo11n f16 2.9e-2, int8
+/// 2.5e-2 (the largest error over all 8400 rows). Bounds about twice that.
+#[test]
+fn yolov8_and_yolo11_in_f16_and_int8_stay_close_to_f32() {
+    for model in ["yolov8n", "yolo11n"] {
+        let (f16, int8) = reduced_precision_errors(model);
+        assert!(f16 < 0.06, "{model} f16: {f16:e}");
+        assert!(int8 < 0.06, "{model} int8: {int8:e}");
+        // Not zero: the reduced precisions really ran.
+        assert!(f16 > 0.0 && int8 > 0.0, "{model}: {f16:e} {int8:e}");
     }
 }

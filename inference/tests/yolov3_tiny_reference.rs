@@ -74,7 +74,7 @@ fn weights_of_another_network_are_refused() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     let wider = dir.path().join("wider.cfg");
     std::fs::write(&wider, text.replacen("filters=16", "filters=32", 1)).unwrap();
-    for (cfg, weights) in [(cfg.clone(), short), (wider, weights)] {
+    for (cfg, weights) in [(cfg.clone(), short), (wider, weights.clone())] {
         let files = ModelFiles::Darknet {
             cfg,
             weights,
@@ -86,4 +86,21 @@ fn weights_of_another_network_are_refused() {
             .expect("refused");
         assert!(err.to_string().contains("needs"), "{err}");
     }
+    // classes= edited but not the filters= before it: the weights still
+    // fit, so only the head's channel count can tell.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let relabelled = dir.path().join("relabelled.cfg");
+    std::fs::write(&relabelled, text.replace("classes=80", "classes=2")).unwrap();
+    let files = ModelFiles::Darknet {
+        cfg: relabelled,
+        weights,
+        names: None,
+    };
+    let err = files
+        .load(&Device::Cpu, Precision::F32)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("relabelled.cfg"), "{err}");
+    assert!(err.contains("set filters=21"), "{err}");
 }

@@ -9,7 +9,7 @@ use ffmpeg_next as ff;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::gpu_frame::GpuFrame;
 use crate::hwaccel::{self, DecoderKind, GpuTarget, HwAccel};
@@ -152,6 +152,9 @@ pub struct VideoInput {
     /// frames: how skipped frames are counted exactly.
     pending_pts: BTreeSet<i64>,
     skipping: bool,
+    /// Set for live inputs whose format carries no timestamps: frames are
+    /// then timed by when they arrive, from this instant.
+    wall_clock: Option<Instant>,
     /// Declared last: it must outlive `input`, whose callback points at it.
     watchdog: Arc<Watchdog>,
 }
@@ -220,6 +223,10 @@ impl VideoInput {
             .ok_or_else(|| IngestError::NoVideo { url: shown.clone() })?;
         let stream_index = stream.index();
         let time_base = stream.time_base();
+        // SAFETY: the input format outlives `input`, which is open here.
+        let format_flags = unsafe { (*input.format().as_ptr()).flags };
+        let wall_clock = (url.is_network() && format_flags & ff::ffi::AVFMT_NOTIMESTAMPS != 0)
+            .then(Instant::now);
         // The average rate, else the base rate; many live streams lack one.
         let known = |r: &Rational| r.numerator() > 0 && r.denominator() > 0;
         let rate = [stream.avg_frame_rate(), stream.rate()]
@@ -270,6 +277,7 @@ impl VideoInput {
             max_width: decode.max_width,
             pending_pts: BTreeSet::new(),
             skipping,
+            wall_clock,
             watchdog,
         })
     }
@@ -358,7 +366,7 @@ impl VideoInput {
                     self.decoder.send_eof().map_err(|e| self.decode_error(e))?;
                     self.eof_sent = true;
                 }
-                Err(e) => return Err(self.decode_error(e)),
+                Err(e) => return Err(self.read_error(e)),
             }
         }
     }
@@ -390,7 +398,22 @@ impl VideoInput {
         }
     }
 
+    fn read_error(&self, e: ff::Error) -> IngestError {
+        if self.watchdog.stalled() {
+            return stalled(&self.url);
+        }
+        IngestError::Read {
+            url: self.url.clone(),
+            source: e,
+        }
+    }
+
     fn frame_pts_us(&mut self) -> i64 {
+        if let Some(opened) = self.wall_clock {
+            // The format has no clock of its own (MJPEG over HTTP): its
+            // made-up 25 fps would sample a 10 fps camera at the wrong rate.
+            return opened.elapsed().as_micros() as i64;
+        }
         let pts = match self.frame.timestamp() {
             Some(ts) => ts.rescale(self.time_base, MICROS),
             None => self

@@ -4,6 +4,8 @@
 
 pub mod clip;
 mod decode;
+#[cfg(target_arch = "x86_64")]
+mod ffmpeg_log;
 pub mod gpu_frame;
 pub mod hwaccel;
 pub mod pacing;
@@ -42,6 +44,15 @@ pub enum IngestError {
         #[source]
         source: ffmpeg_next::Error,
     },
+    /// Reading the input failed (the network, the server): not the decoder's fault.
+    #[error("{url}: reading failed: {source}")]
+    Read {
+        url: String,
+        #[source]
+        source: ffmpeg_next::Error,
+    },
+    #[error("{url} ended without a frame that could be decoded")]
+    NoFrames { url: String },
     #[error("{url}: no data for {seconds} s; reconnecting")]
     Stalled { url: String, seconds: u64 },
     #[error("encoding {path}: {source}")]
@@ -58,6 +69,28 @@ pub enum IngestError {
     },
     #[error("invalid source url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+}
+
+impl IngestError {
+    /// Whether the decoder itself failed, as opposed to the input (a dropped
+    /// connection, a stall, a missing file): only then is a hardware decoder
+    /// worth giving up for software.
+    pub fn blames_decoder(&self) -> bool {
+        matches!(self, IngestError::Decode { .. })
+    }
+
+    /// Whether the server answered and refused us (wrong credentials, no
+    /// permission): retrying at once will not help and may lock us out.
+    pub fn is_refusal(&self) -> bool {
+        use ffmpeg_next::Error as E;
+        matches!(
+            self,
+            IngestError::Open {
+                source: E::HttpUnauthorized | E::HttpForbidden,
+                ..
+            }
+        )
+    }
 }
 
 /// One decoded, sampled video frame: packed RGB24, or NV12 left in GPU
@@ -99,11 +132,14 @@ impl Frame {
     }
 }
 
-/// Initialises ffmpeg once per process and keeps its logging quiet: errors
-/// reach our logs through the sources, not through ffmpeg's stderr.
+/// Initialises ffmpeg once per process. Only its errors are logged, and
+/// (on x86-64, where its argument lists are known) through our logs with
+/// the camera's span, a few a minute per camera: see `ffmpeg_log`.
 pub fn init() -> Result<(), ffmpeg_next::Error> {
     ffmpeg_next::init()?;
     ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+    #[cfg(target_arch = "x86_64")]
+    ffmpeg_log::install();
     Ok(())
 }
 

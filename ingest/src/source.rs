@@ -28,6 +28,17 @@ const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
 /// seconds, and a connect attempt costs next to nothing.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A camera that refuses our credentials is not down: asking every second
+/// would lock the account on many cameras. Its delays double from the
+/// minimum to the maximum; fixing the password restarts the source anyway.
+const REFUSED_BACKOFF_MIN: Duration = Duration::from_secs(5);
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// After a hardware decoder failed, the camera decodes in software for this
+/// long, then tries the hardware again (a driver hiccup is not forever).
+const HARDWARE_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// A stream clock that goes back more than this (an encoder restarted, an
+/// HLS discontinuity) is rebased so stream time keeps rising.
+const CLOCK_JUMP_BACK: i64 = 1_000_000;
 
 /// Where frames come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,18 +236,64 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + 0.4 * unit)
 }
 
-/// Hides `user:password@` in a URL before it is shown anywhere. Only the
+/// Names of URL parameters whose values are secrets, wherever they sit:
+/// in the query (`?pwd=…`) or in the path, as some cameras put them
+/// (`rtsp://cam/user=admin&password=…&channel=1`).
+const SECRET_PARAMETERS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "psw",
+    "token",
+    "access_token",
+    "auth",
+    "key",
+    "apikey",
+    "api_key",
+    "secret",
+    "sig",
+    "signature",
+];
+
+/// Hides credentials in a URL before it is shown anywhere: `user:password@`
+/// and the values of [`SECRET_PARAMETERS`], each as `***`. Only the
 /// authority (up to the first `/`, `?` or `#`, as ffmpeg splits it) holds
-/// credentials: an `@` further on is part of the path and stays.
+/// `user:password@`: an `@` further on is part of the path and stays.
 pub fn redact_credentials(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority = &rest[..authority_len(rest)];
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
+    let (authority, tail) = rest.split_at(authority_len(rest));
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{host}{}", redact_parameters(tail))
+}
+
+/// `tail` (path, query, fragment) with secret parameters' values hidden.
+fn redact_parameters(tail: &str) -> String {
+    let mut out = String::with_capacity(tail.len());
+    let mut rest = tail;
+    while let Some(eq) = rest.find('=') {
+        let (before, after) = (&rest[..eq], &rest[eq + 1..]);
+        let name_start = before.rfind(['?', '&', ';', '/']).map_or(0, |i| i + 1);
+        let secret = SECRET_PARAMETERS
+            .iter()
+            .any(|s| before[name_start..].eq_ignore_ascii_case(s));
+        let value_len = after.find(['&', ';', '#', '?']).unwrap_or(after.len());
+        out.push_str(before);
+        out.push('=');
+        if secret && value_len > 0 {
+            out.push_str("***");
+        } else {
+            out.push_str(&after[..value_len]);
+        }
+        rest = &after[value_len..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// The length of the authority (`user:pass@host:port`) at the start of
@@ -322,9 +379,10 @@ struct SourceRun {
     /// Stream time at which the next session starts, so time keeps rising
     /// across file loops and reconnects.
     session_base_us: i64,
-    /// Set when a hardware decoder failed: later sessions decode in
-    /// software, so a flaky GPU costs a reconnect, not the camera.
-    hardware_failed: bool,
+    /// When a hardware decoder last failed: later sessions decode in
+    /// software for [`HARDWARE_RETRY_AFTER`], so a flaky GPU costs a
+    /// reconnect, not the camera.
+    hardware_failed: Option<Instant>,
 }
 
 impl SourceRun {
@@ -345,7 +403,7 @@ impl SourceRun {
             pacer,
             seq: 0,
             session_base_us: 0,
-            hardware_failed: false,
+            hardware_failed: None,
         }
     }
 
@@ -357,7 +415,13 @@ impl SourceRun {
         let mut backoff = BACKOFF_MIN;
         while !self.stopping() {
             self.stats.set_state(SourceState::Connecting);
-            let hwaccel = if self.hardware_failed {
+            // How far delays may grow after this attempt: far for a camera
+            // that refuses us (set below), a second for anything else.
+            let mut ceiling = BACKOFF_MAX;
+            let software_only = self
+                .hardware_failed
+                .is_some_and(|at| at.elapsed() < HARDWARE_RETRY_AFTER);
+            let hwaccel = if software_only {
                 HwAccel::None
             } else {
                 self.config.hwaccel
@@ -397,9 +461,14 @@ impl SourceRun {
                 }
                 Err(e) => SessionEnd::Failed(e),
             };
-            if matches!(end, SessionEnd::Failed(_)) && decoder != DecoderKind::Software {
-                tracing::warn!(%decoder, "hardware decoding failed; this camera decodes in software from now on");
-                self.hardware_failed = true;
+            let decoder_failed = matches!(&end, SessionEnd::Failed(e) if e.blames_decoder());
+            if decoder_failed && decoder != DecoderKind::Software {
+                tracing::warn!(
+                    %decoder,
+                    software_for = ?HARDWARE_RETRY_AFTER,
+                    "hardware decoding failed; this camera decodes in software for now"
+                );
+                self.hardware_failed = Some(Instant::now());
             }
             match end {
                 SessionEnd::Stopped => break,
@@ -415,13 +484,19 @@ impl SourceRun {
                     }
                 },
                 SessionEnd::Failed(e) => {
+                    if e.is_refusal() {
+                        backoff = backoff.max(REFUSED_BACKOFF_MIN);
+                        ceiling = REFUSED_BACKOFF_MAX;
+                    }
+                    backoff = backoff.min(ceiling);
                     tracing::warn!(error = %e, retry_in = ?backoff, "source failed");
                     self.stats.set_error(e.to_string());
                 }
             }
             self.stats.set_state(SourceState::Retrying);
+            backoff = backoff.min(ceiling);
             self.sleep(jittered(backoff));
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            backoff = (backoff * 2).min(ceiling);
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.set_state(SourceState::Stopped);
@@ -441,10 +516,28 @@ impl SourceRun {
             counted = self.publish_counts(input.counts(), counted, &mut meter);
             let raw = match next {
                 Ok(Some(raw)) => raw,
+                // An input that opens but never yields a frame would else
+                // be reopened (a looping file) in a tight loop, silently.
+                Ok(None) if counted.decoded == 0 => {
+                    break SessionEnd::Failed(IngestError::NoFrames {
+                        url: self.config.url.shown(),
+                    })
+                }
                 Ok(None) => break SessionEnd::EndOfStream,
                 Err(e) => break SessionEnd::Failed(e),
             };
-            let t = self.session_base_us + (raw - *first_raw.get_or_insert(raw)).max(0);
+            let first = *first_raw.get_or_insert(raw);
+            let mut t = self.session_base_us + (raw - first).max(0);
+            if t + CLOCK_JUMP_BACK < last_t {
+                // Else nothing would be sampled until the clock caught up
+                // again, while packets keep the stall watchdog content.
+                tracing::warn!(
+                    back_by_us = last_t - t,
+                    "the stream's clock went back; rebasing"
+                );
+                t = last_t + input.frame_duration_us();
+                first_raw = Some(raw - (t - self.session_base_us));
+            }
             last_t = t;
             if let Some(pacer) = &mut self.pacer {
                 let wait = pacer.delay(t, Instant::now());
@@ -556,6 +649,21 @@ mod tests {
         assert_eq!(
             redact_credentials("rtsp://admin:p@ss@10.0.0.2:554/s1?x=@"),
             "rtsp://***@10.0.0.2:554/s1?x=@"
+        );
+        // Secrets some cameras take as parameters, in the query or the path.
+        assert_eq!(
+            redact_credentials("http://cam/videostream.cgi?user=admin&PWD=hunter2&rate=0"),
+            "http://cam/videostream.cgi?user=admin&PWD=***&rate=0"
+        );
+        assert_eq!(
+            redact_credentials(
+                "rtsp://10.0.0.3:554/user=admin&password=s3cr3t&channel=1&stream=0.sdp?"
+            ),
+            "rtsp://10.0.0.3:554/user=admin&password=***&channel=1&stream=0.sdp?"
+        );
+        assert_eq!(
+            redact_credentials("https://a:b@cdn/live.m3u8?token=abc/def=&keyframes=1#t=5"),
+            "https://***@cdn/live.m3u8?token=***&keyframes=1#t=5"
         );
         let err = SourceUrl::parse("rtsp://admin:pa/ss@10.0.0.2/s1").unwrap_err();
         assert!(!err.to_string().contains("ss@"), "{err}");

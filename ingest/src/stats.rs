@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -44,7 +44,7 @@ pub struct SourceStats {
     /// Rates over the last second or so, as f64 bits.
     input_fps: AtomicU64,
     decoded_fps: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<(String, SystemTime)>>,
     /// The codec and where it decodes, e.g. `h264 (cuda)`.
     decoder: Mutex<Option<String>>,
 }
@@ -64,6 +64,9 @@ pub struct StatsSnapshot {
     pub frames_dropped: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    /// When `last_error` happened (RFC 3339, UTC): an old one is history,
+    /// not a camera that is failing now.
+    pub last_error_time: Option<String>,
     pub decoder: Option<String>,
 }
 
@@ -80,7 +83,7 @@ impl SourceStats {
     }
 
     pub fn set_error(&self, e: String) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((e, SystemTime::now()));
     }
 
     pub fn set_decoder(&self, d: String) {
@@ -88,6 +91,11 @@ impl SourceStats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         StatsSnapshot {
             state: SourceState::from_u8(self.state.load(Ordering::Relaxed)),
             input_fps: round2(f64::from_bits(self.input_fps.load(Ordering::Relaxed))),
@@ -98,11 +106,9 @@ impl SourceStats {
             frames_sampled: self.frames_sampled.load(Ordering::Relaxed),
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_time: last_error
+                .map(|(_, t)| humantime::format_rfc3339_millis(t).to_string()),
             decoder: self
                 .decoder
                 .lock()

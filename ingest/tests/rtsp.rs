@@ -63,12 +63,18 @@ struct RtspServer(Child);
 
 impl RtspServer {
     fn start(port: u16, clip: &Path, codec: &str) -> Self {
+        Self::start_with(port, clip, codec, &[])
+    }
+
+    /// `extra`: `["USER:PASSWORD"]` to require that login.
+    fn start_with(port: u16, clip: &Path, codec: &str, extra: &[&str]) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_server.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
             .arg(port.to_string())
             .arg(clip)
             .arg(codec)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -324,6 +330,41 @@ impl Proxy {
             let _ = link.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+#[test]
+fn a_camera_that_refuses_our_password_is_asked_rarely_and_never_shown_it() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let h264 = transcode(dir.path(), "h264");
+    let port = free_port();
+    let _server = RtspServer::start_with(port, &h264, "h264", &["alice:wonderland"]);
+    let (tx, rx) = frame_queue(8);
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = |password: &str| {
+        SourceUrl::parse(&format!("rtsp://alice:{password}@127.0.0.1:{port}/cam")).unwrap()
+    };
+    let handles = vec![
+        source("right", url("wonderland"), &stop, &tx),
+        source("wrong", url("looking-glass"), &stop, &tx),
+    ];
+    drop(tx);
+    assert!(next_frame_of(&rx, "right", Duration::from_secs(20)).is_some());
+    let wrong = handles[1].stats.clone();
+    assert!(wait_for(Duration::from_secs(10), || wrong
+        .snapshot()
+        .last_error
+        .is_some()));
+    let error = wrong.snapshot().last_error.unwrap();
+    assert!(error.contains("401"), "{error}");
+    assert!(!error.contains("looking-glass"), "{error}");
+    // A refusal is retried after 5 s, then 10 s: not every second, which
+    // would lock the account on many cameras.
+    std::thread::sleep(Duration::from_secs(8));
+    let s = wrong.snapshot();
+    assert!(s.reconnects <= 2, "{s:?}");
+    assert_eq!(s.state, SourceState::Retrying, "{s:?}");
+    stop_all(&stop, rx, handles);
 }
 
 #[test]

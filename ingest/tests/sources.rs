@@ -91,6 +91,87 @@ fn a_looping_file_keeps_stream_time_rising_across_loops() {
 }
 
 #[test]
+fn a_stream_whose_clock_jumps_back_keeps_being_sampled() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part.ts");
+    let clip = assets().join("video/bikes.mp4"); // 10 s
+    ffmpeg(&[
+        "-i",
+        clip.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "mpegts",
+        part.to_str().unwrap(),
+    ]);
+    // Two copies back to back: the second starts the clock again, as an
+    // encoder that restarted mid-stream does.
+    let once = std::fs::read(&part).unwrap();
+    let twice = dir.path().join("twice.ts");
+    std::fs::write(&twice, [once.as_slice(), once.as_slice()].concat()).unwrap();
+    let (tx, rx) = frame_queue(1000);
+    let url = format!("file://{}?loop=0&realtime=0", twice.display());
+    let handle = spawn_source(config(&url, 5.0), tx, Arc::new(AtomicBool::new(false))).unwrap();
+    handle.join();
+    let frames: Vec<Frame> = rx.try_iter().collect();
+    // 20 s at 5 fps; without rebasing, the second half gave nothing.
+    assert!(
+        (95..=101).contains(&frames.len()),
+        "{} frames sampled",
+        frames.len()
+    );
+    assert!(frames.windows(2).all(|w| w[1].pts_us > w[0].pts_us));
+}
+
+#[test]
+fn a_file_without_a_decodable_frame_is_an_error_not_a_busy_loop() {
+    vigil_ingest::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=size=64x64:rate=5",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-movflags",
+        "+faststart",
+        blank.to_str().unwrap(),
+    ]);
+    // Cut where the frames begin: the index says there is video, so the
+    // file opens, and then it simply ends.
+    let bytes = std::fs::read(&blank).unwrap();
+    let mdat = bytes.windows(4).position(|w| w == b"mdat").unwrap();
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, &bytes[..mdat + 4]).unwrap();
+    let (tx, _rx) = frame_queue(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("file://{}?loop=1&realtime=0", empty.display());
+    let handle = spawn_source(config(&url, 5.0), tx, stop.clone()).unwrap();
+    let stats = handle.stats.clone();
+    assert!(wait_for(Duration::from_secs(10), || stats
+        .snapshot()
+        .last_error
+        .is_some()));
+    let s = stats.snapshot();
+    let error = s.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("empty.mp4") && error.contains("without a frame"),
+        "{s:?}"
+    );
+    assert!(s.last_error_time.is_some(), "{s:?}");
+    // Retried with backoff, not reopened thousands of times a second.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(stats.snapshot().reconnects <= 5, "{:?}", stats.snapshot());
+    stop.store(true, Ordering::Relaxed);
+    handle.join();
+}
+
+#[test]
 fn a_missing_file_is_retried_with_a_clear_error_and_stops_on_request() {
     vigil_ingest::init().unwrap();
     let (tx, _rx) = frame_queue(4);

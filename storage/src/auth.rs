@@ -71,6 +71,20 @@ pub enum AuthError {
     NotFound(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    #[error("that is the last admin; make another user admin first")]
+    LastAdmin,
+}
+
+/// The schema's triggers refuse a change that would leave no admin
+/// (migration 5); this tells that refusal from other database errors.
+fn refused_last_admin(e: StorageError) -> AuthError {
+    match &e {
+        StorageError::Sqlite {
+            source: rusqlite::Error::SqliteFailure(_, Some(message)),
+            ..
+        } if message.contains("vigil: the last admin") => AuthError::LastAdmin,
+        _ => AuthError::Storage(e),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +154,12 @@ fn sha256(s: &str) -> [u8; 32] {
 /// Equal without an early exit, so timing says nothing about the secret.
 fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether two secrets (a CSRF token, say) are equal, comparing their
+/// hashes so timing says nothing about either.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    same_hash(&sha256(a), &sha256(b))
 }
 
 pub fn check_name(what: &str, name: &str) -> Result<(), AuthError> {
@@ -337,28 +357,40 @@ impl AuthStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Creates the user, or sets a new password and scope for an existing
-    /// one (ending their sessions).
-    pub fn set_user(&self, name: &str, password: &str, scope: Scope) -> Result<(), AuthError> {
+    /// Creates the user, or sets a new password for an existing one (ending
+    /// their sessions). `scope: None` keeps an existing user's scope and
+    /// makes a new one `read`. Demoting the last admin is refused.
+    pub fn set_user(
+        &self,
+        name: &str,
+        password: &str,
+        scope: Option<Scope>,
+    ) -> Result<(), AuthError> {
         check_name("user name", name)?;
         check_password(password)?;
         let hash = hash_password(password)?;
+        let scope = scope.map(Scope::as_str);
         self.write(|tx| {
             tx.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
             tx.execute(
-                "INSERT INTO users (name, password_hash, scope, created_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (name) DO UPDATE SET password_hash = ?2, scope = ?3",
-                params![name, hash, scope.as_str(), now_ms()],
+                "INSERT INTO users (name, password_hash, scope, created_ms)
+                 VALUES (?1, ?2, COALESCE(?3, 'read'), ?4)
+                 ON CONFLICT (name) DO UPDATE SET password_hash = ?2, scope = COALESCE(?3, scope)",
+                params![name, hash, scope, now_ms()],
             )
-        })?;
+        })
+        .map_err(refused_last_admin)?;
         Ok(())
     }
 
+    /// Deletes the user and their sessions; the last admin is refused.
     pub fn delete_user(&self, name: &str) -> Result<(), AuthError> {
-        let n = self.write(|tx| {
-            tx.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
-            tx.execute("DELETE FROM users WHERE name = ?1", [name])
-        })?;
+        let n = self
+            .write(|tx| {
+                tx.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
+                tx.execute("DELETE FROM users WHERE name = ?1", [name])
+            })
+            .map_err(refused_last_admin)?;
         if n == 0 {
             return Err(AuthError::NotFound(format!("user {name:?}")));
         }
@@ -372,7 +404,7 @@ impl AuthStore {
             return Ok(None);
         }
         let password = random_hex(12);
-        self.set_user("admin", &password, Scope::Admin)?;
+        self.set_user("admin", &password, Some(Scope::Admin))?;
         Ok(Some(password))
     }
 
@@ -575,17 +607,59 @@ mod tests {
     }
 
     #[test]
+    fn the_last_admin_can_be_neither_demoted_nor_deleted() {
+        let (dir, store) = store();
+        store.ensure_admin().unwrap();
+        store.set_user("ana", "correct horse", None).unwrap();
+        let scope = |name: &str| {
+            let users = store.users().unwrap();
+            users.iter().find(|u| u.name == name).map(|u| u.scope)
+        };
+        assert_eq!(scope("ana"), Some(Scope::Read), "new users read by default");
+        // A new password alone keeps the scope.
+        store.set_user("admin", "new password", None).unwrap();
+        assert_eq!(scope("admin"), Some(Scope::Admin));
+        let demote = store.set_user("admin", "new password", Some(Scope::Read));
+        assert!(matches!(demote, Err(AuthError::LastAdmin)), "{demote:?}");
+        assert!(matches!(
+            store.delete_user("admin"),
+            Err(AuthError::LastAdmin)
+        ));
+        assert_eq!(scope("admin"), Some(Scope::Admin), "nothing changed");
+        // Another process (the CLI) is held to the same rule.
+        let cli = AuthStore::open(&dir.path().join(crate::DATABASE_FILE)).unwrap();
+        assert!(matches!(
+            cli.delete_user("admin"),
+            Err(AuthError::LastAdmin)
+        ));
+        // With a second admin, either may go.
+        store
+            .set_user("ana", "correct horse", Some(Scope::Admin))
+            .unwrap();
+        store.delete_user("admin").unwrap();
+        store.set_user("bo", "correct horse", None).unwrap();
+        assert!(matches!(
+            store.delete_user("ana"),
+            Err(AuthError::LastAdmin)
+        ));
+    }
+
+    #[test]
     fn passwords_are_stored_as_argon2_hashes_only() {
         let (dir, store) = store();
-        store.set_user("ana", "correct horse", Scope::Read).unwrap();
+        store
+            .set_user("ana", "correct horse", Some(Scope::Read))
+            .unwrap();
         let conn = Connection::open(dir.path().join(crate::DATABASE_FILE)).unwrap();
         let hash: String = conn
             .query_row("SELECT password_hash FROM users", [], |r| r.get(0))
             .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(!hash.contains("correct horse"));
-        assert!(store.set_user("ana", "short", Scope::Read).is_err());
-        assert!(store.set_user("../x", "long enough", Scope::Read).is_err());
+        assert!(store.set_user("ana", "short", Some(Scope::Read)).is_err());
+        assert!(store
+            .set_user("../x", "long enough", Some(Scope::Read))
+            .is_err());
     }
 
     #[test]
@@ -623,7 +697,9 @@ mod tests {
     #[test]
     fn sessions_end_at_logout_expiry_or_password_change() {
         let (_dir, store) = store();
-        store.set_user("ana", "correct horse", Scope::Read).unwrap();
+        store
+            .set_user("ana", "correct horse", Some(Scope::Read))
+            .unwrap();
         let user = store
             .verify_password("ana", "correct horse")
             .unwrap()
@@ -643,7 +719,7 @@ mod tests {
             .create_session(&user, Duration::from_secs(60))
             .unwrap();
         store
-            .set_user("ana", "battery staple", Scope::Read)
+            .set_user("ana", "battery staple", Some(Scope::Read))
             .unwrap();
         assert!(store.session(&s.cookie).is_none(), "password changed");
     }

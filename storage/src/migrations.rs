@@ -114,6 +114,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER detections_deleted AFTER DELETE ON detections BEGIN
         UPDATE meta SET value = MAX(value, OLD.id) WHERE key = 'deleted_detection_id';
     END;",
+    // 5: the box always keeps an admin. Enforced here, not by the callers,
+    // so two concurrent requests (or the CLI beside the service) cannot
+    // both pass a check and together remove the last one.
+    "CREATE TRIGGER users_keep_an_admin_on_delete AFTER DELETE ON users
+        WHEN OLD.scope = 'admin' AND NOT EXISTS (SELECT 1 FROM users WHERE scope = 'admin')
+    BEGIN
+        SELECT RAISE(ABORT, 'vigil: the last admin');
+    END;
+    CREATE TRIGGER users_keep_an_admin_on_update AFTER UPDATE OF scope ON users
+        WHEN OLD.scope = 'admin' AND NEW.scope <> 'admin'
+            AND NOT EXISTS (SELECT 1 FROM users WHERE scope = 'admin')
+    BEGIN
+        SELECT RAISE(ABORT, 'vigil: the last admin');
+    END;",
 ];
 
 /// The next event revision: above every stored one and every one retention

@@ -12,6 +12,7 @@ use crate::AppState;
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
+            AuthError::LastAdmin => ApiError::Conflict(e.to_string()),
             AuthError::Invalid(m) => ApiError::BadRequest(m),
             AuthError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
             other => ApiError::Storage(other.to_string()),
@@ -158,15 +159,17 @@ pub(crate) async fn list_users(
 pub(crate) struct SetUser {
     /// At least 8 characters.
     password: String,
-    /// `read` (default) or `admin`.
+    /// `read` or `admin`; left out: a new user gets `read`, an existing one
+    /// keeps theirs.
     scope: Option<String>,
 }
 
-/// Creates a user or sets a new password and scope (their sessions end).
+/// Creates a user or sets a new password and scope (their sessions end);
+/// demoting the last admin is refused (409).
 #[utoipa::path(put, path = "/api/v1/users/{name}", tag = "admin", request_body = SetUser,
     params(("name" = String, Path)),
     responses((status = 204), (status = 400, body = crate::api::ErrorBody),
-        (status = 403, body = crate::api::ErrorBody)))]
+        (status = 403, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub(crate) async fn set_user(
     state: web::Data<AppState>,
     caller: web::ReqData<Caller>,
@@ -175,12 +178,12 @@ pub(crate) async fn set_user(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let SetUser { password, scope } = body.into_inner();
-    let scope: Scope = scope.as_deref().unwrap_or("read").parse()?;
+    let scope: Option<Scope> = scope.as_deref().map(str::parse).transpose()?;
     let auth = state.auth.clone();
     let name = name.into_inner();
     let user = name.clone();
     blocking(move || auth.set_user(&name, &password, scope)).await?;
-    tracing::info!(%user, scope = scope.as_str(), "user saved");
+    tracing::info!(%user, scope = scope.map_or("unchanged", Scope::as_str), "user saved");
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -197,19 +200,6 @@ pub(crate) async fn delete_user(
     caller.require_admin()?;
     let auth = state.auth.clone();
     let name = name.into_inner();
-    let users = {
-        let auth = auth.clone();
-        blocking(move || auth.users().map_err(AuthError::from)).await?
-    };
-    let admins = users.iter().filter(|u| u.scope == Scope::Admin).count();
-    let target_is_admin = users
-        .iter()
-        .any(|u| u.name == name && u.scope == Scope::Admin);
-    if target_is_admin && admins == 1 {
-        return Err(ApiError::Conflict(
-            "that is the last admin; make another admin first".into(),
-        ));
-    }
     let user = name.clone();
     blocking(move || auth.delete_user(&name)).await?;
     tracing::info!(%user, "user deleted");

@@ -42,6 +42,8 @@ pub(crate) enum ApiError {
     Conflict(String),
     #[error("too many failed attempts; try again in {0} s")]
     TooManyRequests(u64),
+    #[error("too many requests at once; try again in {0} s")]
+    Busy(u64),
     #[error("storage unavailable: {0}")]
     Storage(String),
 }
@@ -62,14 +64,14 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyRequests(secs) = self {
+        if let ApiError::TooManyRequests(secs) | ApiError::Busy(secs) = self {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.json(ErrorBody {

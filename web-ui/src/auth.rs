@@ -8,9 +8,12 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use actix_web::{web, HttpMessage, HttpResponse};
 use serde::Serialize;
-use vigil_storage::Scope;
+use vigil_storage::{AuthStore, Scope};
 
 use crate::api::ApiError;
 use crate::AppState;
@@ -55,6 +58,47 @@ impl Caller {
     }
 }
 
+/// What the caller proved who they are with, kept in the request so that a
+/// stream (the live event feed, MJPEG) can end once it stops being good: a
+/// revoked token, a logout, an expired session or a deleted user.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    Token(String),
+    Session(String),
+}
+
+/// How often a stream checks its caller's credential again.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// A stream's caller, checked again at most every [`RECHECK_EVERY`].
+pub(crate) struct StillAllowed {
+    credential: Credential,
+    auth: Arc<AuthStore>,
+    checked: Instant,
+}
+
+impl StillAllowed {
+    pub(crate) fn new(credential: Credential, auth: Arc<AuthStore>) -> Self {
+        Self {
+            credential,
+            auth,
+            checked: Instant::now(),
+        }
+    }
+
+    /// False once the credential no longer lets its owner in.
+    pub(crate) fn check(&mut self) -> bool {
+        if self.checked.elapsed() < RECHECK_EVERY {
+            return true;
+        }
+        self.checked = Instant::now();
+        match &self.credential {
+            Credential::Token(secret) => self.auth.verify_token(secret).is_some(),
+            Credential::Session(cookie) => self.auth.session(cookie).is_some(),
+        }
+    }
+}
+
 /// Reachable without credentials: liveness, logging in, and the UI's static
 /// files (the page asks for a login before it shows anything).
 pub(crate) fn is_public(method: &Method, path: &str) -> bool {
@@ -76,17 +120,18 @@ fn bearer(req: &ServiceRequest) -> Option<&str> {
 }
 
 /// Finds the caller or answers 401/403 itself.
-fn identify(req: &ServiceRequest, state: &AppState) -> Result<Caller, ApiError> {
+fn identify(req: &ServiceRequest, state: &AppState) -> Result<(Caller, Credential), ApiError> {
     if let Some(token) = bearer(req) {
         let info = state
             .auth
             .verify_token(token)
             .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API token".into()))?;
-        return Ok(Caller::Token {
+        let caller = Caller::Token {
             id: info.id,
             name: info.name,
             scope: info.scope,
-        });
+        };
+        return Ok((caller, Credential::Token(token.to_string())));
     }
     let cookie = req.cookie(SESSION_COOKIE).ok_or_else(|| {
         ApiError::Unauthorized(
@@ -103,17 +148,18 @@ fn identify(req: &ServiceRequest, state: &AppState) -> Result<Caller, ApiError> 
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if sent.is_empty() || sent != session.csrf {
+        if sent.is_empty() || !vigil_storage::auth::same_secret(sent, &session.csrf) {
             return Err(ApiError::Forbidden(format!(
                 "missing or wrong {CSRF_HEADER} header"
             )));
         }
     }
-    Ok(Caller::User {
+    let caller = Caller::User {
         name: session.user,
         scope: session.scope,
         csrf: session.csrf,
-    })
+    };
+    Ok((caller, Credential::Session(cookie.value().to_string())))
 }
 
 /// Changes need the admin scope; anyone may log out.
@@ -136,15 +182,16 @@ pub(crate) async fn authenticate(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Err(actix_web::error::ErrorInternalServerError("no state"));
     };
-    let checked = identify(&req, &state).and_then(|caller| {
+    let checked = identify(&req, &state).and_then(|(caller, credential)| {
         if needs_admin(req.method(), req.path()) {
             caller.require_admin()?;
         }
-        Ok(caller)
+        Ok((caller, credential))
     });
     match checked {
-        Ok(caller) => {
+        Ok((caller, credential)) => {
             req.extensions_mut().insert(caller);
+            req.extensions_mut().insert(credential);
             next.call(req)
                 .await
                 .map(ServiceResponse::map_into_left_body)

@@ -122,7 +122,8 @@ pub struct AppState {
     pub hot: Arc<vigil_storage::HotStore>,
     /// Users, sessions and API tokens.
     pub auth: Arc<vigil_storage::AuthStore>,
-    pub limiter: LoginLimiter,
+    /// Shared with the next configuration's server (see [`LoginLimiter`]).
+    pub limiter: Arc<LoginLimiter>,
     /// Cookies only over HTTPS (set when TLS is on).
     pub secure_cookies: bool,
     pub started: std::time::Instant,

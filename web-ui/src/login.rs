@@ -2,6 +2,7 @@
 //! per client address and per user name.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,70 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Keys remembered at most, so a flood of addresses cannot grow memory.
 const MAX_KEYS: usize = 10_000;
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Password checks running at once, at most. Each argon2 check holds about
+/// 19 MiB for a tenth of a second: unbounded, a burst of logins could take
+/// the memory the video pipeline beside it needs.
+const MAX_CHECKS_AT_ONCE: usize = 4;
 
+/// Kept for the life of the process (not per configuration), so a reload
+/// does not forget who was failing.
 #[derive(Default)]
 pub struct LoginLimiter {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    checking: AtomicUsize,
+}
+
+/// Why a login attempt may not even be checked.
+enum Refused {
+    /// These keys failed too often lately: wait this long.
+    Locked(Duration),
+    /// Too many password checks are running already.
+    Busy,
+}
+
+/// A password check in progress. It was counted as a failure when it
+/// began, so attempts racing each other cannot all pass the limit;
+/// [`Attempt::succeeded`] takes that back.
+struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    keys: [String; 2],
+}
+
+impl Attempt<'_> {
+    fn succeeded(self) {
+        self.limiter.succeed(&self.keys);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.limiter.checking.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl LoginLimiter {
+    /// Starts a check for `keys`, or says why not.
+    fn begin(&self, keys: [String; 2]) -> Result<Attempt<'_>, Refused> {
+        if let Some(wait) = self.wait(&keys) {
+            return Err(Refused::Locked(wait));
+        }
+        let taken = self
+            .checking
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CHECKS_AT_ONCE).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(Refused::Busy);
+        }
+        // From here on, `Attempt`'s drop gives the slot back.
+        let attempt = Attempt {
+            limiter: self,
+            keys,
+        };
+        self.fail(&attempt.keys);
+        Ok(attempt)
+    }
+
     /// How long `keys` must wait, if any of them failed too often lately.
     fn wait(&self, keys: &[String]) -> Option<Duration> {
         let now = Instant::now();
@@ -103,7 +161,7 @@ fn session_cookie(value: String, max_age: Duration, secure: bool) -> Cookie<'sta
     responses(
         (status = 200, body = SessionInfo, description = "Logged in; the session cookie is set"),
         (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody),
-        (status = 429, body = crate::api::ErrorBody, description = "Too many failed attempts; see Retry-After"),
+        (status = 429, body = crate::api::ErrorBody, description = "Too many failed attempts, or too many logins at once; see Retry-After"),
     )
 )]
 pub(crate) async fn login(
@@ -116,22 +174,24 @@ pub(crate) async fn login(
     let ip = request
         .peer_addr()
         .map_or_else(|| "unknown".into(), |a| a.ip().to_string());
-    let keys = [format!("ip:{ip}"), format!("user:{user}")];
-    if let Some(wait) = state.limiter.wait(&keys) {
-        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
-    }
     if user.len() > 64 || password.len() > 1024 {
         return Err(ApiError::BadRequest("user or password too long".into()));
     }
+    let keys = [format!("ip:{ip}"), format!("user:{user}")];
+    let attempt = match state.limiter.begin(keys) {
+        Ok(attempt) => attempt,
+        Err(Refused::Locked(wait)) => return Err(ApiError::TooManyRequests(wait.as_secs().max(1))),
+        Err(Refused::Busy) => return Err(ApiError::Busy(1)),
+    };
     let auth = state.auth.clone();
     let (name, pw) = (user.clone(), password);
     let found = off_thread(move || auth.verify_password(&name, &pw)).await?;
     let Some(found) = found else {
-        state.limiter.fail(&keys);
+        drop(attempt);
         tracing::warn!(user = %user, %ip, "failed login");
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     };
-    state.limiter.succeed(&keys);
+    attempt.succeeded();
     let auth = state.auth.clone();
     let new = off_thread(move || auth.create_session(&found, SESSION_TTL)).await?;
     tracing::info!(user = %user, %ip, "logged in");
@@ -210,6 +270,29 @@ mod tests {
         assert!(limiter
             .wait(&["ip:5.6.7.8".into(), "user:bo".into()])
             .is_none());
+    }
+
+    fn keys(ip: u32) -> [String; 2] {
+        [format!("ip:{ip}"), "user:ana".to_string()]
+    }
+
+    #[test]
+    fn racing_attempts_count_before_their_check_ends() {
+        let limiter = LoginLimiter::default();
+        // Checks that have not finished already count as failures, so a
+        // burst cannot slip past the limit while argon2 runs.
+        let running: Vec<Attempt> = (0..MAX_CHECKS_AT_ONCE as u32)
+            .map(|i| limiter.begin(keys(i)).ok().expect("a free slot"))
+            .collect();
+        assert!(matches!(limiter.begin(keys(99)), Err(Refused::Busy)));
+        drop(running);
+        drop(limiter.begin(keys(98)).ok().expect("the fifth attempt"));
+        assert!(matches!(limiter.begin(keys(99)), Err(Refused::Locked(_))));
+        // A right password takes its own count back.
+        let other = ["ip:7".to_string(), "user:bo".to_string()];
+        limiter.begin(other.clone()).ok().unwrap().succeeded();
+        assert!(limiter.wait(&other).is_none());
+        assert_eq!(limiter.checking.load(Ordering::Acquire), 0);
     }
 
     #[test]

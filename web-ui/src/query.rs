@@ -16,6 +16,9 @@ const MAX_CAMERA_ID_LEN: usize = 64;
 const MAX_NAME_LEN: usize = 64;
 /// Counts cover the last day unless a request says otherwise.
 const DEFAULT_COUNT_SPAN_MS: i64 = 86_400_000;
+/// The longest range one counts request may span: a row per minute, label
+/// and zone adds up (a month of a busy camera is already several MB).
+const MAX_COUNT_SPAN_DAYS: i64 = 31;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +132,11 @@ pub(crate) fn count_query(p: CountParams, now_ms: i64) -> Result<CountQuery, Api
     let from = from.unwrap_or(to.saturating_sub(DEFAULT_COUNT_SPAN_MS));
     if from >= to {
         return Err(ApiError::BadRequest("from must be before to".into()));
+    }
+    if to.saturating_sub(from) > MAX_COUNT_SPAN_DAYS * 86_400_000 {
+        return Err(ApiError::BadRequest(format!(
+            "from and to may be at most {MAX_COUNT_SPAN_DAYS} days apart; ask in parts"
+        )));
     }
     check_name("label", &p.label)?;
     // An empty zone is meaningful here (first sightings).

@@ -3,6 +3,10 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header;
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 
 use crate::sse::{self, Closing};
@@ -121,6 +125,10 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
                         .app_data(web::PayloadConfig::new(MAX_BODY))
                         .wrap(middleware::from_fn(auth::authenticate))
                         .wrap(
+                            middleware::ErrorHandlers::new()
+                                .default_handler_client(json_client_error),
+                        )
+                        .wrap(
                             middleware::DefaultHeaders::new()
                                 .add(("X-Content-Type-Options", "nosniff"))
                                 .add(("X-Frame-Options", "DENY"))
@@ -176,6 +184,33 @@ pub fn start(config: &ServerConfig, state: AppState) -> Result<ServerHandle, Web
 /// before it is read into memory.
 const MAX_BODY: usize = 64 * 1024;
 const MAX_CONFIG_BODY: usize = 1024 * 1024;
+
+/// Client errors that actix-web answers itself (a body over its limit, a
+/// body that is not UTF-8) in plain text get the API's JSON shape too.
+fn json_client_error<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let message = match res.response().error() {
+        Some(e) => e.to_string(),
+        None => status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_string(),
+    };
+    let (request, _) = res.into_parts();
+    let json = HttpResponse::build(status).json(serde_json::json!({ "error": message }));
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, json).map_into_right_body(),
+    ))
+}
 
 fn bad_request(err: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::BadRequest().json(serde_json::json!({ "error": err.to_string() }))

@@ -14,6 +14,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use vigil_storage::EventQuery;
 
 use crate::api::{off_thread, ApiError, ApiEvent};
+use crate::auth::{Credential, StillAllowed};
 use crate::query::{event_query, EventParams};
 use crate::AppState;
 
@@ -32,6 +33,7 @@ pub(crate) struct Closing(pub AtomicBool);
 struct Feed {
     state: web::Data<AppState>,
     closing: web::Data<Closing>,
+    caller: StillAllowed,
     query: EventQuery,
     last_sent: Instant,
     first: bool,
@@ -48,9 +50,11 @@ pub(crate) async fn live_events(
     state: web::Data<AppState>,
     closing: web::Data<Closing>,
     params: web::Query<EventParams>,
+    credential: web::ReqData<Credential>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let mut query = event_query(params.into_inner())?;
+    let caller = StillAllowed::new(credential.into_inner(), state.auth.clone());
     let resume = request
         .headers()
         .get("Last-Event-ID")
@@ -90,6 +94,7 @@ pub(crate) async fn live_events(
     let feed = Feed {
         state,
         closing,
+        caller,
         query,
         last_sent: Instant::now(),
         first: true,
@@ -122,7 +127,7 @@ impl Feed {
             return Some(Bytes::from(hello));
         }
         loop {
-            if self.closing.0.load(Ordering::Relaxed) {
+            if self.closing.0.load(Ordering::Relaxed) || !self.caller.check() {
                 return None;
             }
             let reader = self.state.reader.clone();

@@ -10,6 +10,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{http::header, HttpResponse};
 
 use crate::api::{known_camera, ApiError, ErrorBody};
+use crate::auth::{Credential, StillAllowed};
 use crate::sse::Closing;
 use crate::{AppState, LiveDetection, Snapshot};
 
@@ -116,21 +117,24 @@ pub(crate) async fn mjpeg(
     state: web::Data<AppState>,
     closing: web::Data<Closing>,
     id: web::Path<String>,
+    credential: web::ReqData<Credential>,
 ) -> Result<HttpResponse, ApiError> {
     known_camera(&state, &id)?;
     let camera = id.into_inner();
-    let stream = futures_util::stream::unfold(None::<u64>, move |last| {
+    let caller = StillAllowed::new(credential.into_inner(), state.auth.clone());
+    let start = (caller, None::<u64>);
+    let stream = futures_util::stream::unfold(start, move |(mut caller, last)| {
         let (state, closing, camera) = (state.clone(), closing.clone(), camera.clone());
         async move {
             loop {
-                if closing.0.load(Ordering::Relaxed) {
+                if closing.0.load(Ordering::Relaxed) || !caller.check() {
                     return None;
                 }
                 if let Some(snap) = state.live.latest(&camera).filter(|s| Some(s.seq) != last) {
                     let seq = snap.seq;
                     let part = web::block(move || snap.annotated_jpeg().map(part)).await;
                     if let Ok(Some(part)) = part {
-                        return Some((Ok::<_, actix_web::Error>(part), Some(seq)));
+                        return Some((Ok::<_, actix_web::Error>(part), (caller, Some(seq))));
                     }
                 }
                 actix_web::rt::time::sleep(STREAM_POLL).await;

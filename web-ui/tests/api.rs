@@ -162,6 +162,7 @@ fn events_page_by_revision_and_filters_counts_snapshots_and_bad_input() {
         "events?camera=../x",
         "events?colour=red",
         "counts?camera=gate&from=5&to=5",
+        "counts?camera=gate&from=0",
         "counts",
         "detections?limit=100000",
     ] {
@@ -269,6 +270,42 @@ fn live_feed_pushes_each_stored_change_and_resumes_from_last_event_id() {
     server.stop();
     assert!(stopping.elapsed() < std::time::Duration::from_secs(3));
     writer.finish();
+}
+
+#[test]
+fn live_streams_end_when_their_token_is_revoked() {
+    let server = TestServer::start();
+    let (info, secret) = server
+        .auth
+        .create_token("short-lived", vigil_storage::Scope::Read)
+        .unwrap();
+    use_token(&secret);
+    let feed = follow(format!("{}/events/live", server.api()), None);
+    let mjpeg = ureq::get(&format!("{}/cameras/gate/stream.mjpeg", server.api()))
+        .header("Authorization", bearer())
+        .call()
+        .expect("the MJPEG stream opens");
+    let mjpeg_ended = std::thread::spawn(move || {
+        let mut body = mjpeg.into_body().into_reader();
+        std::io::copy(&mut body, &mut std::io::sink()).is_ok()
+    });
+    // Open feeds stay open while the token is good.
+    assert_eq!(
+        feed.recv_timeout(std::time::Duration::from_millis(2500)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+    );
+    assert!(!mjpeg_ended.is_finished());
+    server.auth.revoke_token(&info.id).unwrap();
+    assert_eq!(
+        feed.recv_timeout(std::time::Duration::from_secs(10)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+        "the feed ends"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !mjpeg_ended.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(mjpeg_ended.is_finished(), "the MJPEG stream ends");
 }
 
 #[test]

@@ -197,6 +197,11 @@ fn tokens_work_until_revoked_and_admins_manage_users() {
     assert_eq!(delete("bo"), 204);
     assert_eq!(delete("bo"), 404);
     assert_eq!(delete("ana"), 409, "ana is the only admin");
+    let demote = r#"{"password":"long enough pw","scope":"read"}"#;
+    assert_eq!(put("ana", demote), 409, "nor can she be demoted");
+    // A new password alone keeps her scope: she stays the admin.
+    assert_eq!(put("ana", r#"{"password":"long enough pw"}"#), 204);
+    assert_eq!(delete("ana"), 409, "still the only admin");
 }
 
 fn login(server: &TestServer, user: &str, password: &str) -> common::Reply {
@@ -323,6 +328,16 @@ fn oversized_and_malformed_requests_get_clear_4xx() {
         &server.read_token,
     );
     assert_eq!(r.status, 400);
+    // A configuration over its (larger) limit: actix-web's own refusal,
+    // in the same JSON shape as ours.
+    let r = call(
+        "PUT",
+        &format!("{}/config", server.api()),
+        &[("Authorization", &admin)],
+        Some(&"#".repeat(2 << 20)),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["error"].is_string(), "{}", r.text());
 }
 
 #[test]

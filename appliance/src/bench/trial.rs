@@ -92,7 +92,7 @@ pub fn run(
     let config = Config::parse(&text, Path::new("<bench>"))?;
     let (requests, _unused) = crossbeam_channel::unbounded();
     let control = Arc::new(ConfigControl::new(config.clone(), requests));
-    let running = pipeline::start(&config, control)?;
+    let running = pipeline::start(&config, control, Default::default())?;
 
     let total = settings.warmup() + settings.duration();
     progress.reset();

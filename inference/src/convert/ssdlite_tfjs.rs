@@ -96,11 +96,14 @@ pub fn import(graph: &TfjsGraph) -> Result<HashMap<String, Tensor>, InferenceErr
     let size = graph
         .weight("Preprocessor/map/while/ResizeImage/stack")?
         .to_vec1::<i64>()?;
+    let Some(&side) = size.first() else {
+        return Err(graph.format_error("the preprocessor's resize names no size".into()));
+    };
     let scale = graph.scalar("Preprocessor/mul/x")?;
     let offset = -graph.scalar("Preprocessor/sub/y")?;
     out.insert(
         "input.size_scale_offset".into(),
-        Tensor::new(&[size[0] as f32, scale, offset], &Device::Cpu)?,
+        Tensor::new(&[side as f32, scale, offset], &Device::Cpu)?,
     );
     Ok(out)
 }

@@ -146,7 +146,20 @@ fn read_tensor<R: Read + std::io::Seek>(
     std::io::copy(&mut reader.by_ref().take(skip), &mut std::io::sink())
         .map_err(|e| format_error(path, e))?;
     let shape = info.layout.shape().clone();
-    let mut bytes = vec![0u8; shape.elem_count() * info.dtype.size_in_bytes()];
+    // Checked against what the archive holds before anything is allocated:
+    // a hostile shape must be an error, not an abort for want of memory.
+    let wanted = shape
+        .dims()
+        .iter()
+        .try_fold(info.dtype.size_in_bytes(), |n, &d| n.checked_mul(d))
+        .filter(|&n| n as u64 <= reader.size().saturating_sub(skip))
+        .ok_or_else(|| {
+            format_error(
+                path,
+                format!("{}: shape {shape:?} is larger than its data", info.name),
+            )
+        })?;
+    let mut bytes = vec![0u8; wanted];
     reader
         .read_exact(&mut bytes)
         .map_err(|e| format_error(path, format!("{}: {e}", info.name)))?;

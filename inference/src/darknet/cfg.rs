@@ -93,6 +93,24 @@ impl Section {
         self.options.get(key).map(|(v, l)| (v.as_str(), *l))
     }
 
+    /// Refuses options that change what the layer computes and that we do
+    /// not implement, unless they hold their default value: ignored, they
+    /// would give wrong boxes and no error. Training-only options (jitter,
+    /// ignore_thresh, ...) are not listed and stay ignored.
+    fn refuse_unless_default(&self, options: &[(&str, &str)]) -> Result<(), CfgError> {
+        for (key, default) in options {
+            if let Some((value, line)) = self.raw(key) {
+                if value.trim() != *default {
+                    return Err(CfgError {
+                        line,
+                        reason: format!("[{}]: {key}={value} is not supported", self.name),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn parse<T: std::str::FromStr>(&self, key: &str, default: Option<T>) -> Result<T, CfgError> {
         match self.raw(key) {
             Some((v, line)) => v.parse().map_err(|_| CfgError {
@@ -206,6 +224,16 @@ fn resolve(section: &Section, reference: i64, current: usize) -> Result<usize, C
 fn layer(section: &Section, index: usize) -> Result<Layer, CfgError> {
     Ok(match section.name.as_str() {
         "convolutional" | "conv" => {
+            section.refuse_unless_default(&[
+                ("dilation", "1"),
+                ("antialiasing", "0"),
+                ("binary", "0"),
+                ("xnor", "0"),
+                ("deform", "0"),
+                ("share_index", ""),
+            ])?;
+            let stride = section.parse::<usize>("stride", Some(1))?.to_string();
+            section.refuse_unless_default(&[("stride_x", &stride), ("stride_y", &stride)])?;
             let size = section.count("size", Some(1), MAX_KERNEL)?;
             let pad: usize = section.parse("pad", Some(0))?;
             let padding = match section.raw("padding") {
@@ -230,6 +258,13 @@ fn layer(section: &Section, index: usize) -> Result<Layer, CfgError> {
         }
         "maxpool" | "max" => {
             let stride = section.count("stride", Some(1), MAX_STRIDE)?;
+            let text = stride.to_string();
+            section.refuse_unless_default(&[
+                ("stride_x", &text),
+                ("stride_y", &text),
+                ("maxpool_depth", "0"),
+                ("antialiasing", "0"),
+            ])?;
             Layer::Maxpool {
                 size: section.count("size", Some(stride), MAX_KERNEL)?,
                 stride,
@@ -253,14 +288,21 @@ fn layer(section: &Section, index: usize) -> Result<Layer, CfgError> {
                 group_id: section.parse("group_id", Some(0))?,
             }
         }
-        "upsample" => Layer::Upsample {
-            stride: section.count("stride", Some(2), MAX_STRIDE)?,
-        },
-        "shortcut" => Layer::Shortcut {
-            from: resolve(section, section.parse("from", None)?, index)?,
-            activation: section.activation()?,
-        },
+        "upsample" => {
+            section.refuse_unless_default(&[("scale", "1")])?;
+            Layer::Upsample {
+                stride: section.count("stride", Some(2), MAX_STRIDE)?,
+            }
+        }
+        "shortcut" => {
+            section.refuse_unless_default(&[("weights_type", "none")])?;
+            Layer::Shortcut {
+                from: resolve(section, section.parse("from", None)?, index)?,
+                activation: section.activation()?,
+            }
+        }
         "yolo" => {
+            section.refuse_unless_default(&[("new_coords", "0")])?;
             let all: Vec<f32> = section.list("anchors")?;
             if !all.len().is_multiple_of(2) {
                 return Err(section.error("anchors must come in width,height pairs"));
@@ -302,6 +344,8 @@ pub fn parse(text: &str) -> Result<NetworkConfig, CfgError> {
     if net.name != "net" && net.name != "network" {
         return Err(net.error("the first section must be [net]"));
     }
+    // Darknet letterboxes such networks' input; we stretch (as OpenCV does).
+    net.refuse_unless_default(&[("letter_box", "0")])?;
     if net.parse::<usize>("channels", Some(3))? != 3 {
         return Err(net.error("only 3-channel (RGB) networks are supported"));
     }
@@ -399,6 +443,11 @@ mod tests {
             ("width=64", "width=1048576"),
             ("layers=-3", "layers=-3\ngroups=2\ngroup_id=2"),
             ("anchors=10,14", "anchors=-10,14"),
+            // Options that change what a layer computes, which we lack.
+            ("classes=1", "classes=1\nnew_coords=1"),
+            ("size=3", "size=3\ndilation=2"),
+            ("width=64", "width=64\nletter_box=1"),
+            ("[upsample]\nstride=2", "[upsample]\nstride=2\nscale=0.5"),
         ] {
             let bad = TINY.replacen(from, to, 1);
             assert_ne!(bad, TINY, "{from}");

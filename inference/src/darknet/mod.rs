@@ -92,8 +92,10 @@ impl DarknetNet {
     ) -> Result<Self, InferenceError> {
         let config = cfg::parse(cfg_text).map_err(|e| format_error(cfg_path, e))?;
         let mut stream = WeightStream::new(weights).map_err(|e| format_error(weights_path, e))?;
-        let net = Self::build(&config, &mut stream, device, precision)
-            .map_err(|e| format_error(weights_path, e))?;
+        let net = Self::build(&config, &mut stream, device, precision).map_err(|e| match e {
+            weights::ConvLoadError::YoloChannels { .. } => format_error(cfg_path, e),
+            e => format_error(weights_path, e),
+        })?;
         stream.finish().map_err(|e| format_error(weights_path, e))?;
         Ok(net)
     }
@@ -180,6 +182,17 @@ impl DarknetNet {
                     classes = *c;
                     let flat: Vec<f32> = anchors.iter().flat_map(|&(w, h)| [w, h]).collect();
                     let count = anchors.len();
+                    // Else the head would read its rows shifted: wrong boxes, no error.
+                    let needed = count * (5 + *c);
+                    if input != needed {
+                        return Err(weights::ConvLoadError::YoloChannels {
+                            layer: index,
+                            found: input,
+                            anchors: count,
+                            classes: *c,
+                            needed,
+                        });
+                    }
                     (
                         Op::Yolo(YoloHead {
                             anchors: Tensor::from_vec(flat, (1, count, 1, 2), device)?

@@ -134,6 +134,18 @@ pub enum ConvLoadError {
     Weights(#[from] WeightsError),
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
+    /// The `.cfg`'s fault: darknet and OpenCV refuse such a file too.
+    #[error(
+        "layer {layer} ([yolo]) gets {found} channels but {anchors} anchors x (5 + {classes} \
+         classes) need {needed}: set filters={needed} in the [convolutional] before it"
+    )]
+    YoloChannels {
+        layer: usize,
+        found: usize,
+        anchors: usize,
+        classes: usize,
+        needed: usize,
+    },
 }
 
 #[cfg(test)]

@@ -41,11 +41,17 @@ pub const MIN_INT8_DEPTH: usize = 288;
 /// no detection; YOLOv8n and YOLO11n gained 0-5%.
 pub const MIN_INT8_POINTWISE: usize = 256;
 
+/// Above this many taps per output the i32 sums of u8 x i8 products
+/// (255 x 127 each) could overflow, and `vpdpbusd` would wrap silently:
+/// such layers stay f32. No real detector comes near (YOLO's widest: 9216).
+const MAX_INT8_DEPTH: usize = 65_536;
+
 /// Whether a convolution with this many input channels and kernel size is
-/// worth running in int8.
+/// worth running in int8 (and safe to).
 pub fn worth_quantizing(in_channels: usize, kernel: usize) -> bool {
-    in_channels * kernel * kernel >= MIN_INT8_DEPTH
-        || (kernel == 1 && in_channels >= MIN_INT8_POINTWISE)
+    let depth = in_channels * kernel * kernel;
+    let worth = depth >= MIN_INT8_DEPTH || (kernel == 1 && in_channels >= MIN_INT8_POINTWISE);
+    worth && depth <= MAX_INT8_DEPTH
 }
 
 /// A dense convolution with int8 weights.
@@ -742,6 +748,16 @@ mod ymm {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn layers_too_deep_for_exact_i32_sums_stay_f32() {
+        assert!(worth_quantizing(1024, 3), "YOLO's widest 3x3");
+        assert!(worth_quantizing(65_536, 1));
+        // 255 x 127 x 66_400 > 2^31: these could wrap.
+        assert!(!worth_quantizing(66_400, 1));
+        assert!(!worth_quantizing(8_192, 3));
+        assert!(!worth_quantizing(16, 3), "too shallow to pay");
+    }
 
     /// Close to the f32 convolution (quantization error only).
     #[test]

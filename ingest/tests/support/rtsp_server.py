@@ -2,8 +2,9 @@
 """Serves a video file over RTSP with GStreamer's RTSP server, paced at real
 time, until killed. Used by the ingest tests as a real camera peer.
 
-usage: rtsp_server.py PORT FILE.mp4 h264|h265     (stream at /cam)
-Prints "ready" once it listens.
+usage: rtsp_server.py PORT FILE.mp4 h264|h265 [USER:PASSWORD]   (stream at /cam)
+With USER:PASSWORD, only that user may play it (basic authentication), as
+cameras do. Prints "ready" once it listens.
 """
 import sys
 
@@ -28,6 +29,17 @@ factory.set_launch(
 factory.set_shared(False)
 server = GstRtspServer.RTSPServer()
 server.set_service(port)
+if len(sys.argv) > 4:
+    user, password = sys.argv[4].split(":", 1)
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+    permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+    factory.set_permissions(permissions)
 server.get_mount_points().add_factory("/cam", factory)
 if server.attach(None) == 0:
     sys.exit(f"cannot listen on port {port}")

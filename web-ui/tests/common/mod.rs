@@ -8,8 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use vigil_storage::{prepare, AuthStore, HotStore, Reader, Scope, WriterStats};
 use vigil_web_ui::{
-    AppState, CameraStatus, InferenceStats, LiveFrames, LoginLimiter, ServerConfig, ServerHandle,
-    TlsFiles,
+    AppState, CameraStatus, InferenceStats, LiveFrames, ServerConfig, ServerHandle, TlsFiles,
 };
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -83,8 +82,9 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let db = prepare(dir.path()).unwrap();
         let auth = Arc::new(AuthStore::open(&db).unwrap());
-        auth.set_user("ana", PASSWORD, Scope::Admin).unwrap();
-        auth.set_user("viewer", PASSWORD, Scope::Read).unwrap();
+        auth.set_user("ana", PASSWORD, Some(Scope::Admin)).unwrap();
+        auth.set_user("viewer", PASSWORD, Some(Scope::Read))
+            .unwrap();
         let (_, admin_token) = auth.create_token("central-admin", Scope::Admin).unwrap();
         let (_, read_token) = auth.create_token("central", Scope::Read).unwrap();
         let hot = Arc::new(HotStore::open(dir.path(), 1 << 20).unwrap());
@@ -102,7 +102,7 @@ impl TestServer {
                 storage_health: writer,
                 hot: hot.clone(),
                 auth: auth.clone(),
-                limiter: LoginLimiter::default(),
+                limiter: Default::default(),
                 secure_cookies,
                 started: std::time::Instant::now(),
                 batch_latency: Default::default(),
