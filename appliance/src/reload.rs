@@ -43,8 +43,8 @@ pub struct ConfigControl {
 }
 
 /// What credential-free views show in place of secrets (see
-/// [`Config::redacted_toml`]); sent back unchanged, they mean "keep".
-/// What `redact_credentials` puts in place of a URL's secrets.
+/// [`Config::redacted_toml`]): `***` in a URL (`redact_credentials`'s mark),
+/// `<redacted>` for a password. Sent back unchanged, they mean "keep".
 const HIDDEN_IN_URL: &str = "***";
 const HIDDEN_PASSWORD: &str = "<redacted>";
 
@@ -128,7 +128,7 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
             .as_ref()
             .filter(|p| p.get_ref() == HIDDEN_PASSWORD)
         {
-            let Some(old) = old.filter(|o| o.password.is_some()) else {
+            let Some((old, old_pw)) = old.and_then(|o| Some((o, o.password.as_ref()?))) else {
                 return Err(ConfigUpdateError::Invalid(format!(
                     "camera {id:?}: password is {HIDDEN_PASSWORD:?} but there is no stored one"
                 )));
@@ -142,7 +142,6 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
                      write the password out"
                 )));
             }
-            let old_pw = old.password.as_ref().expect("filtered on");
             edits.push((pw.span(), quote(old_pw.get_ref())));
         }
     }
@@ -153,7 +152,11 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
         .filter(|p| p.get_ref() == HIDDEN_PASSWORD)
     {
         let new_url = draft.mqtt.as_ref().map(|m| m.url.get_ref());
-        let Some(old) = current.mqtt.as_ref().filter(|m| m.password.is_some()) else {
+        let stored = current
+            .mqtt
+            .as_ref()
+            .and_then(|m| Some((m, m.password.as_ref()?)));
+        let Some((old, old_pw)) = stored else {
             return Err(ConfigUpdateError::Invalid(format!(
                 "mqtt: password is {HIDDEN_PASSWORD:?} but there is no stored one"
             )));
@@ -163,7 +166,6 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
                 "mqtt: password is {HIDDEN_PASSWORD:?} but the url changed; write the password out"
             )));
         }
-        let old_pw = old.password.as_ref().expect("filtered on");
         edits.push((pw.span(), quote(old_pw.get_ref())));
     }
     edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));

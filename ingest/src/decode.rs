@@ -389,22 +389,25 @@ impl VideoInput {
     }
 
     fn decode_error(&self, e: ff::Error) -> IngestError {
-        if self.watchdog.stalled() {
-            return stalled(&self.url);
-        }
-        IngestError::Decode {
+        self.unless_stalled(IngestError::Decode {
             url: self.url.clone(),
             source: e,
-        }
+        })
     }
 
     fn read_error(&self, e: ff::Error) -> IngestError {
-        if self.watchdog.stalled() {
-            return stalled(&self.url);
-        }
-        IngestError::Read {
+        self.unless_stalled(IngestError::Read {
             url: self.url.clone(),
             source: e,
+        })
+    }
+
+    /// A stall the watchdog cut short explains any error that followed.
+    fn unless_stalled(&self, error: IngestError) -> IngestError {
+        if self.watchdog.stalled() {
+            stalled(&self.url)
+        } else {
+            error
         }
     }
 

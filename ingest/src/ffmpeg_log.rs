@@ -19,7 +19,7 @@ thread_local! {
     static BUDGET: Cell<(Option<Instant>, u32, u32)> = const { Cell::new((None, 0, 0)) };
 }
 
-/// Routes ffmpeg's messages at `level` or worse through `tracing`.
+/// Routes ffmpeg's messages, at its log level or worse, through `tracing`.
 pub(crate) fn install() {
     // SAFETY: the callback is a plain function valid for the process's life.
     unsafe { ffi::av_log_set_callback(Some(forward)) }

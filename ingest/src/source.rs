@@ -415,9 +415,6 @@ impl SourceRun {
         let mut backoff = BACKOFF_MIN;
         while !self.stopping() {
             self.stats.set_state(SourceState::Connecting);
-            // How far delays may grow after this attempt: far for a camera
-            // that refuses us (set below), a second for anything else.
-            let mut ceiling = BACKOFF_MAX;
             let software_only = self
                 .hardware_failed
                 .is_some_and(|at| at.elapsed() < HARDWARE_RETRY_AFTER);
@@ -470,6 +467,14 @@ impl SourceRun {
                 );
                 self.hardware_failed = Some(Instant::now());
             }
+            // How long to wait: far longer for a camera that refused us.
+            let refused = matches!(&end, SessionEnd::Failed(e) if e.is_refusal());
+            let (floor, ceiling) = if refused {
+                (REFUSED_BACKOFF_MIN, REFUSED_BACKOFF_MAX)
+            } else {
+                (BACKOFF_MIN, BACKOFF_MAX)
+            };
+            backoff = backoff.clamp(floor, ceiling);
             match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::EndOfStream => match self.config.url {
@@ -484,17 +489,11 @@ impl SourceRun {
                     }
                 },
                 SessionEnd::Failed(e) => {
-                    if e.is_refusal() {
-                        backoff = backoff.max(REFUSED_BACKOFF_MIN);
-                        ceiling = REFUSED_BACKOFF_MAX;
-                    }
-                    backoff = backoff.min(ceiling);
                     tracing::warn!(error = %e, retry_in = ?backoff, "source failed");
                     self.stats.set_error(e.to_string());
                 }
             }
             self.stats.set_state(SourceState::Retrying);
-            backoff = backoff.min(ceiling);
             self.sleep(jittered(backoff));
             backoff = (backoff * 2).min(ceiling);
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);

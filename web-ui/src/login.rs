@@ -30,7 +30,7 @@ const MAX_CHECKS_AT_ONCE: usize = 4;
 /// does not forget who was failing.
 #[derive(Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    failures: Mutex<Failures>,
     checking: AtomicUsize,
 }
 
@@ -63,9 +63,13 @@ impl Drop for Attempt<'_> {
 }
 
 impl LoginLimiter {
-    /// Starts a check for `keys`, or says why not.
+    /// Starts a check for `keys`, or says why not. The lockout check and
+    /// the recording of this attempt happen under one lock, so two attempts
+    /// cannot both pass the last free place.
     fn begin(&self, keys: [String; 2]) -> Result<Attempt<'_>, Refused> {
-        if let Some(wait) = self.wait(&keys) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wait) = locked_for(&failures, &keys, now) {
             return Err(Refused::Locked(wait));
         }
         let taken = self
@@ -76,56 +80,67 @@ impl LoginLimiter {
         if taken.is_err() {
             return Err(Refused::Busy);
         }
+        record_failure(&mut failures, &keys, now);
         // From here on, `Attempt`'s drop gives the slot back.
-        let attempt = Attempt {
+        Ok(Attempt {
             limiter: self,
             keys,
-        };
-        self.fail(&attempt.keys);
-        Ok(attempt)
+        })
     }
 
     /// How long `keys` must wait, if any of them failed too often lately.
+    #[cfg(test)]
     fn wait(&self, keys: &[String]) -> Option<Duration> {
-        let now = Instant::now();
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| map.get(k))
-            .filter_map(|f| {
-                let recent: Vec<&Instant> = f
-                    .iter()
-                    .filter(|t| now.duration_since(**t) < WINDOW)
-                    .collect();
-                (recent.len() >= MAX_FAILURES)
-                    .then(|| WINDOW.saturating_sub(now.duration_since(*recent[0])))
-            })
-            .max()
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        locked_for(&failures, keys, Instant::now())
     }
 
+    #[cfg(test)]
     fn fail(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
-            if map.len() >= MAX_KEYS {
-                // Under a flood of fresh addresses, forget the oldest half
-                // rather than grow: per-user keys still hold.
-                map.retain(|k, _| k.starts_with("user:"));
-            }
-        }
-        for k in keys {
-            let f = map.entry(k.clone()).or_default();
-            f.push_back(now);
-            while f.len() > MAX_FAILURES {
-                f.pop_front();
-            }
-        }
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        record_failure(&mut failures, keys, Instant::now());
     }
 
     fn succeed(&self, keys: &[String]) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
             map.remove(k);
+        }
+    }
+}
+
+/// Recent failures per key (`ip:…`, `user:…`), the last [`MAX_FAILURES`].
+type Failures = HashMap<String, VecDeque<Instant>>;
+
+/// How long `keys` must wait at `now`, if any of them failed too often lately.
+fn locked_for(failures: &Failures, keys: &[String], now: Instant) -> Option<Duration> {
+    keys.iter()
+        .filter_map(|k| failures.get(k))
+        .filter_map(|f| {
+            let recent: Vec<&Instant> = f
+                .iter()
+                .filter(|t| now.duration_since(**t) < WINDOW)
+                .collect();
+            (recent.len() >= MAX_FAILURES)
+                .then(|| WINDOW.saturating_sub(now.duration_since(*recent[0])))
+        })
+        .max()
+}
+
+fn record_failure(failures: &mut Failures, keys: &[String], now: Instant) {
+    if failures.len() >= MAX_KEYS {
+        failures.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+        if failures.len() >= MAX_KEYS {
+            // Under a flood of fresh addresses, forget the oldest half
+            // rather than grow: per-user keys still hold.
+            failures.retain(|k, _| k.starts_with("user:"));
+        }
+    }
+    for k in keys {
+        let f = failures.entry(k.clone()).or_default();
+        f.push_back(now);
+        while f.len() > MAX_FAILURES {
+            f.pop_front();
         }
     }
 }
