@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use vigil_analytics::{CountLine, LabelFilter, Polygon, Scene, TrackerConfig, Zone};
 use vigil_inference::Precision;
-use vigil_ingest::{HwAccel, IngestError, SourceUrl, Transport};
+use vigil_ingest::{HwAccel, IngestError, InputOptions, SourceUrl, Transport};
 
 /// A configuration the appliance cannot run with.
 #[derive(Debug)]
@@ -303,7 +303,37 @@ pub struct CameraSection {
     pub lines: Spanned<Vec<CountLine>>,
     #[serde(default = "unspanned")]
     pub tracker: Spanned<TrackerSection>,
+    /// The camera's own ffmpeg input options (its demuxer's or protocol's),
+    /// e.g. a USB camera's `{ input_format = "mjpeg", video_size =
+    /// "1920x1080", framerate = 30 }`. One ffmpeg does not take is an error.
+    #[serde(default)]
+    pub input_options: BTreeMap<String, Spanned<OptionValue>>,
 }
+
+/// An ffmpeg option's value, as TOML lets people write it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Text(String),
+    Integer(i64),
+    Number(f64),
+    Flag(bool),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(t) => f.write_str(t),
+            Self::Integer(i) => write!(f, "{i}"),
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Flag(b) => f.write_str(if *b { "1" } else { "0" }),
+        }
+    }
+}
+
+/// Input options whose values may carry credentials (an `Authorization:`
+/// header, a session cookie): hidden wherever the configuration is shown.
+pub const SECRET_INPUT_OPTIONS: &[&str] = &["headers", "cookies"];
 
 /// Cameras' `max_width` when unset.
 pub const DEFAULT_MAX_WIDTH: u32 = 1280;
@@ -313,6 +343,16 @@ fn default_max_width() -> Spanned<u32> {
 }
 
 impl CameraSection {
+    /// The camera's ffmpeg input options, checked.
+    pub fn input_options(&self) -> Result<InputOptions, IngestError> {
+        InputOptions::new(
+            self.input_options
+                .iter()
+                .map(|(name, value)| (name.clone(), value.get_ref().to_string()))
+                .collect(),
+        )
+    }
+
     /// The source to open: the URL with the transport and any credentials
     /// from the config applied.
     pub fn source_url(&self) -> Result<SourceUrl, IngestError> {
@@ -425,8 +465,9 @@ impl Config {
         Ok(config)
     }
 
-    /// The configuration file as written, with camera credentials (in URLs
-    /// and `password` fields) replaced: safe to show in the UI and API.
+    /// The configuration file as written, with camera credentials (in URLs,
+    /// `password` fields and secret input options) replaced: safe to show
+    /// in the UI and API.
     pub fn redacted_toml(&self) -> String {
         let quote = |v: &str| toml::Value::String(v.to_string()).to_string();
         let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
@@ -438,6 +479,11 @@ impl Config {
             }
             if let Some(pw) = &cam.password {
                 edits.push((pw.span(), quote("<redacted>")));
+            }
+            for name in SECRET_INPUT_OPTIONS {
+                if let Some(value) = cam.input_options.get(*name) {
+                    edits.push((value.span(), quote("<redacted>")));
+                }
             }
         }
         if let Some(pw) = self.mqtt.as_ref().and_then(|m| m.password.as_ref()) {
@@ -585,6 +631,17 @@ impl Config {
             }
             if let Err(e) = cam.source_url() {
                 return Err(fail(cam.url.span(), field("url"), e.to_string()));
+            }
+            if let Err(e) = cam.input_options() {
+                let span = match &e {
+                    IngestError::BadOption { name, .. } => cam.input_options.get(name),
+                    _ => None,
+                };
+                return Err(fail(
+                    span.map_or(0..0, |v| v.span()),
+                    field("input_options"),
+                    e.to_string(),
+                ));
             }
             let fps = *cam.detect_fps.get_ref();
             if !(fps > 0.0 && fps <= MAX_DETECT_FPS) {
@@ -829,6 +886,39 @@ min_area = 0.001
         );
         assert!(shown.contains("password = \"<redacted>\""), "{shown}");
         Config::parse(&shown, Path::new("shown.toml")).expect("still a valid config");
+    }
+
+    #[test]
+    fn input_options_take_toml_scalars_and_refuse_what_vigil_sets() {
+        let usb = "[storage]\npath = \"db\"\n[[cameras]]\nid = \"usb\"\nurl = \"/dev/video0\"\n\
+                   input_options = { input_format = \"mjpeg\", video_size = \"1920x1080\", \
+                   framerate = 30, ts = 1.5, use_libv4l2 = true }\n";
+        let c = Config::parse(usb, Path::new("vigil.toml")).unwrap();
+        let options: Vec<(String, String)> = c.cameras[0]
+            .input_options()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let expected = [
+            ("framerate", "30"),
+            ("input_format", "mjpeg"),
+            ("ts", "1.5"),
+            ("use_libv4l2", "1"),
+            ("video_size", "1920x1080"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(options, expected);
+
+        let e = err(&usb.replace("framerate", "rtsp_transport"));
+        assert_eq!(e.line, Some(6), "{e}");
+        assert_eq!(e.field.as_deref(), Some("cameras[0].input_options"));
+        assert!(e.message.contains("transport"), "{e}");
+        let e = err(&usb.replace("ts = 1.5", "ts = [1]"));
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use anyhow::Context;
 use vigil_analytics::CameraAnalytics;
 use vigil_inference::ModelRegistry;
 use vigil_ingest::source::redact_credentials;
-use vigil_ingest::{frame_queue, spawn_source, SourceConfig, SourceHandle, SourceStats};
+use vigil_ingest::{
+    frame_queue, spawn_source, QueueCloser, SourceConfig, SourceHandle, SourceStats,
+};
 use vigil_storage::{
     spawn_writer, AuthStore, CameraRecord, HotStore, Reader, WriteOp, WriterConfig,
 };
@@ -105,10 +107,15 @@ fn decode_threads_per_camera(cameras: usize) -> usize {
     (cores / cameras.max(1)).max(1)
 }
 
+/// How long a stop waits for the camera threads to end.
+const SOURCE_STOP_LIMIT: Duration = Duration::from_secs(5);
+
 /// The started appliance.
 pub struct Running {
     stop: Arc<AtomicBool>,
     sources: Vec<SourceHandle>,
+    /// Ends the frame queue at a stop, whatever sources are left.
+    frames: QueueCloser,
     analyser: std::thread::JoinHandle<()>,
     writer: vigil_storage::WriterHandle,
     server: vigil_web_ui::ServerHandle,
@@ -221,6 +228,7 @@ pub fn start(
                 decode_threads,
                 max_width: Some(*cam.max_width.get_ref()),
                 gpu_target,
+                input_options: cam.input_options()?,
             },
             frame_tx.clone(),
             stop.clone(),
@@ -275,6 +283,7 @@ pub fn start(
         stats: analysis_stats.clone(),
         latency: batch_latency.clone(),
     };
+    let frames_closer = frame_rx.closer();
     let analyser = std::thread::Builder::new()
         .name("analyser".into())
         .spawn(move || analyser.run(frame_rx))?;
@@ -323,6 +332,7 @@ pub fn start(
     Ok(Running {
         stop,
         sources,
+        frames: frames_closer,
         analyser,
         writer,
         server,
@@ -398,9 +408,28 @@ impl Running {
     /// then the HTTP server closes.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        for s in self.sources {
-            s.join();
+        // Sources see the flag within a frame or a 100 ms nap; network
+        // reads are interrupted at once. One that has not ended by then is
+        // blocked in the kernel and is left behind rather than waited for.
+        let deadline = std::time::Instant::now() + SOURCE_STOP_LIMIT;
+        let stuck: Vec<String> = self
+            .sources
+            .into_iter()
+            .filter_map(|s| {
+                let camera = s.camera_id.clone();
+                (!s.join_by(deadline)).then_some(camera)
+            })
+            .collect();
+        if !stuck.is_empty() {
+            tracing::error!(
+                cameras = ?stuck,
+                "left behind: stuck in the operating system (a device or file that does not \
+                 answer); each ends by itself when its read returns"
+            );
         }
+        // Ends the analyser's queue even if a stuck source still holds a
+        // sender: what is queued is analysed and stored, then it stops.
+        self.frames.close();
         if self.analyser.join().is_err() {
             tracing::error!("analyser thread panicked");
         }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use crossbeam_channel::Sender;
 
-use crate::config::Config;
+use crate::config::{Config, OptionValue, SECRET_INPUT_OPTIONS};
 
 /// What the main loop is asked to do.
 pub enum Request {
@@ -99,8 +99,8 @@ impl ConfigControl {
     }
 }
 
-/// Replaces `***` credentials and `<redacted>` passwords with the running
-/// configuration's values for the same camera.
+/// Replaces `***` credentials and `<redacted>` passwords and secret input
+/// options with the running configuration's values for the same camera.
 fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, ConfigUpdateError> {
     if !text.contains(HIDDEN_IN_URL) && !text.contains(HIDDEN_PASSWORD) {
         return Ok(text.to_string());
@@ -143,6 +143,28 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
                 )));
             }
             edits.push((pw.span(), quote(old_pw.get_ref())));
+        }
+        for name in SECRET_INPUT_OPTIONS {
+            let hidden = OptionValue::Text(HIDDEN_PASSWORD.into());
+            let Some(value) = cam
+                .input_options
+                .get(*name)
+                .filter(|v| *v.get_ref() == hidden)
+            else {
+                continue;
+            };
+            // Like the password: only back to the host it was written for.
+            let redact = vigil_ingest::source::redact_credentials;
+            let stored = old
+                .filter(|o| redact(o.url.get_ref()) == redact(cam.url.get_ref()))
+                .and_then(|o| o.input_options.get(*name));
+            let Some(stored) = stored else {
+                return Err(ConfigUpdateError::Invalid(format!(
+                    "camera {id:?}: input option {name} is {HIDDEN_PASSWORD:?} but none is \
+                     stored for this url; write it out"
+                )));
+            };
+            edits.push((value.span(), quote(&stored.get_ref().to_string())));
         }
     }
     if let Some(pw) = draft
@@ -290,5 +312,33 @@ mod tests {
             control.apply(BASE),
             Err(ConfigUpdateError::NoFile)
         ));
+    }
+
+    #[test]
+    fn a_hidden_header_stays_with_its_camera_and_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vigil.toml");
+        let text = format!(
+            "{BASE}\n[[cameras]]\nid = \"door\"\nurl = \"http://10.0.0.7/video.mjpg\"\n\
+             input_options = {{ headers = \"Authorization: Bearer tok-9\\r\\n\", \
+             user_agent = \"vigil\" }}\n"
+        );
+        std::fs::write(&file, &text).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let control = ConfigControl::new(Config::load(&file).unwrap(), tx);
+        let shown = control.current().redacted_toml();
+        assert!(!shown.contains("tok-9"), "{shown}");
+        assert!(shown.contains("user_agent = \"vigil\""), "{shown}");
+        let e = control
+            .apply(&shown.replace("10.0.0.7", "evil.example"))
+            .unwrap_err();
+        assert!(e.to_string().contains("input option headers"), "{e}");
+        assert!(rx.try_recv().is_err(), "no reload");
+        control
+            .apply(&shown.replace("user_agent = \"vigil\"", "user_agent = \"v2\""))
+            .unwrap();
+        let saved = std::fs::read_to_string(&file).unwrap();
+        assert!(saved.contains("Bearer tok-9"), "{saved}");
+        assert!(saved.contains("user_agent = \"v2\""), "{saved}");
     }
 }

@@ -134,6 +134,59 @@ fn sigterm_mid_flush_stores_every_row_the_analyser_produced() {
     assert!(log.contains("stopped cleanly"), "{log}");
 }
 
+#[test]
+fn a_camera_stuck_in_the_kernel_holds_up_neither_a_reload_nor_the_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    import_model(&models);
+    // Opening a FIFO that no one writes blocks in open(2), where no
+    // interrupt reaches: as a hung V4L2 device or a dead NFS mount does.
+    let fifo = tmp.path().join("never-written.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let stuck = format!(
+        "[[cameras]]\nid = \"stuck\"\nurl = \"file://{}?loop=0\"\n",
+        fifo.display()
+    );
+    let x = StreetBox::new(tmp.path(), "box", &stuck);
+    let running = x.start(&models);
+    wait_for("detections being stored", || {
+        count(&x, "SELECT count(*) FROM detections") >= 20
+    });
+
+    // A reload (SIGHUP) restarts the pipeline: it must not wait forever.
+    let child = running.0.as_ref().unwrap();
+    common::signal(child, "HUP");
+    wait_for("the reload to finish", || {
+        x.log().contains("running with the new configuration")
+    });
+    let log = x.log();
+    assert!(log.contains("left behind"), "{log}");
+    let before = count(&x, "SELECT count(*) FROM detections");
+    wait_for("the street camera to go on after the reload", || {
+        count(&x, "SELECT count(*) FROM detections") > before + 20
+    });
+
+    // SIGTERM: a clean exit within 30 s, and every row either run's
+    // analyser produced is stored.
+    stop(running);
+    let log = x.log();
+    let produced: i64 = log
+        .split("detection_rows=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<i64>().ok()
+        })
+        .sum();
+    assert!(log.matches("analysis stopped").count() == 2, "{log}");
+    assert_eq!(count(&x, "SELECT count(*) FROM detections"), produced);
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
 /// The number after the last `key` in `text`.
 fn field(text: &str, key: &str) -> Option<i64> {
     let at = text.rfind(key)? + key.len();

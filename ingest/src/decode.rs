@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::gpu_frame::GpuFrame;
 use crate::hwaccel::{self, DecoderKind, GpuTarget, HwAccel};
+use crate::input_options::InputOptions;
 use crate::source::SourceUrl;
 use crate::watchdog::{open_input, Watchdog};
 use crate::IngestError;
@@ -155,6 +156,8 @@ pub struct VideoInput {
     /// Set for live inputs whose format carries no timestamps: frames are
     /// then timed by when they arrive, from this instant.
     wall_clock: Option<Instant>,
+    /// See [`Self::is_recording`].
+    recording: bool,
     /// Declared last: it must outlive `input`, whose callback points at it.
     watchdog: Arc<Watchdog>,
 }
@@ -182,14 +185,16 @@ impl VideoInput {
     /// Opens `url`, decoding on the first device `options.hwaccel` allows
     /// that this machine and the codec support, else in software.
     pub fn open_with(url: &SourceUrl, decode: DecodeOptions) -> Result<Self, IngestError> {
-        Self::open_watched(url, decode, None)
+        Self::open_watched(url, &InputOptions::default(), decode, None)
     }
 
-    /// Like [`Self::open_with`]; setting `stop` interrupts any blocking
-    /// read at once, and a network source that sends nothing for
-    /// [`STALL_AFTER`] fails with [`IngestError::Stalled`].
+    /// Like [`Self::open_with`], with the camera's own input options;
+    /// setting `stop` interrupts any blocking read at once, and a network
+    /// source that sends nothing for [`STALL_AFTER`] fails with
+    /// [`IngestError::Stalled`].
     pub fn open_watched(
         url: &SourceUrl,
+        input_options: &InputOptions,
         decode: DecodeOptions,
         stop: Option<Arc<AtomicBool>>,
     ) -> Result<Self, IngestError> {
@@ -206,8 +211,11 @@ impl VideoInput {
             options.set("timeout", NETWORK_TIMEOUT_US);
             options.set("rw_timeout", NETWORK_TIMEOUT_US);
         }
-        let input =
-            open_input(&location, url.ffmpeg_format(), options, &watchdog).map_err(|e| {
+        for (name, value) in input_options.iter() {
+            options.set(name, value);
+        }
+        let (input, left) = open_input(&location, url.ffmpeg_format(), options, &watchdog)
+            .map_err(|e| {
                 if watchdog.stalled() {
                     stalled(&shown)
                 } else {
@@ -217,6 +225,14 @@ impl VideoInput {
                     }
                 }
             })?;
+        let not_taken = input_options.not_taken(&left);
+        if !not_taken.is_empty() {
+            return Err(IngestError::UnknownOptions {
+                url: shown,
+                format: format!("ffmpeg's {} input", input.format().name()),
+                names: not_taken,
+            });
+        }
         let stream = input
             .streams()
             .best(ff::media::Type::Video)
@@ -227,6 +243,9 @@ impl VideoInput {
         let format_flags = unsafe { (*input.format().as_ptr()).flags };
         let wall_clock = (url.is_network() && format_flags & ff::ffi::AVFMT_NOTIMESTAMPS != 0)
             .then(Instant::now);
+        // Over HTTP, a known length means a recording (a progressive MP4, a
+        // finished HLS playlist): it comes as fast as the link allows.
+        let recording = url.is_http() && wall_clock.is_none() && input.duration() > 0;
         // The average rate, else the base rate; many live streams lack one.
         let known = |r: &Rational| r.numerator() > 0 && r.denominator() > 0;
         let rate = [stream.avg_frame_rate(), stream.rate()]
@@ -278,8 +297,15 @@ impl VideoInput {
             pending_pts: BTreeSet::new(),
             skipping,
             wall_clock,
+            recording,
             watchdog,
         })
+    }
+
+    /// Whether this is a recording read over the network, which arrives
+    /// faster than real time unless it is paced.
+    pub fn is_recording(&self) -> bool {
+        self.recording
     }
 
     /// Where frames are decoded.

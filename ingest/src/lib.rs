@@ -8,6 +8,7 @@ mod decode;
 mod ffmpeg_log;
 pub mod gpu_frame;
 pub mod hwaccel;
+mod input_options;
 pub mod pacing;
 pub mod queue;
 pub mod source;
@@ -21,7 +22,8 @@ use std::time::SystemTime;
 pub use decode::{DecodeOptions, InputCounts, VideoInput, SKIP_NONREF_RATIO};
 pub use gpu_frame::{DevicePlanes, GpuFrame};
 pub use hwaccel::{DecoderKind, GpuTarget, HwAccel};
-pub use queue::{frame_queue, FrameReceiver, FrameSender, RecvError};
+pub use input_options::InputOptions;
+pub use queue::{frame_queue, FrameReceiver, FrameSender, QueueCloser, RecvError};
 pub use source::{spawn_source, SourceConfig, SourceHandle, SourceUrl, Transport};
 pub use stats::{SourceState, SourceStats, StatsSnapshot};
 
@@ -69,6 +71,16 @@ pub enum IngestError {
     },
     #[error("invalid source url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("input option {name:?}: {reason}")]
+    BadOption { name: String, reason: String },
+    /// Options the camera sets that ffmpeg's input for it does not take
+    /// (a typo, or a device option on a network camera).
+    #[error("{url}: {format} takes no option {}", names.join(", "))]
+    UnknownOptions {
+        url: String,
+        format: String,
+        names: Vec<String>,
+    },
 }
 
 impl IngestError {
@@ -81,6 +93,8 @@ impl IngestError {
 
     /// Whether the server answered and refused us (wrong credentials, no
     /// permission): retrying at once will not help and may lock us out.
+    /// Also an input that refuses the camera's options: that is the
+    /// configuration's fault and waits for it to change.
     pub fn is_refusal(&self) -> bool {
         use ffmpeg_next::Error as E;
         matches!(
@@ -88,7 +102,7 @@ impl IngestError {
             IngestError::Open {
                 source: E::HttpUnauthorized | E::HttpForbidden,
                 ..
-            }
+            } | IngestError::UnknownOptions { .. }
         )
     }
 }

@@ -25,6 +25,7 @@ pub fn frame_queue(per_camera: usize) -> (FrameSender, FrameReceiver) {
             lanes: Vec::new(),
             next_lane: 0,
             senders: 1,
+            closed: false,
         }),
         ready: Condvar::new(),
         room: Condvar::new(),
@@ -58,6 +59,9 @@ struct State {
     /// The lane the next pop looks at first (round robin).
     next_lane: usize,
     senders: usize,
+    /// Set by [`QueueCloser::close`]: the queue ends once drained, whatever
+    /// senders are left, and takes no more frames.
+    closed: bool,
 }
 
 struct Lane {
@@ -112,6 +116,9 @@ impl FrameSender {
     /// caller to count. Never blocks.
     pub fn send(&self, frame: Frame) -> u64 {
         let mut state = self.shared.lock();
+        if state.closed {
+            return 1;
+        }
         let index = match state.lanes.iter().position(|l| l.camera == frame.camera_id) {
             Some(i) => i,
             None => {
@@ -143,6 +150,7 @@ impl FrameSender {
     pub fn send_waiting(&self, frame: Frame, stop: &AtomicBool) -> u64 {
         let mut state = self.shared.lock();
         while !stop.load(Ordering::Relaxed)
+            && !state.closed
             && state
                 .lanes
                 .iter()
@@ -158,6 +166,24 @@ impl FrameSender {
         }
         drop(state);
         self.send(frame)
+    }
+}
+
+/// Ends a queue without waiting for its senders: a source thread stuck in
+/// the operating system (a device or file that never answers) keeps its
+/// sender, and must not keep the consumer, and with it a stop or a reload,
+/// waiting forever.
+pub struct QueueCloser {
+    shared: Arc<Shared>,
+}
+
+impl QueueCloser {
+    /// The receiver gets what is queued, then [`RecvError::Disconnected`];
+    /// frames sent from now on are dropped (and counted as drops).
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+        self.shared.room.notify_all();
     }
 }
 
@@ -219,6 +245,14 @@ impl FrameReceiver {
         self.shared.lock().is_empty()
     }
 
+    /// A handle that ends the queue from elsewhere (the receiver itself
+    /// usually lives in the consumer's thread).
+    pub fn closer(&self) -> QueueCloser {
+        QueueCloser {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Waits for one frame, then up to `max_wait` for more, up to
     /// `max_batch`, taking cameras in turn. `None` once the queue has ended.
     pub fn next_batch(&self, max_batch: usize, max_wait: Duration) -> Option<Vec<Frame>> {
@@ -242,7 +276,7 @@ impl FrameReceiver {
                 self.shared.room.notify_all();
                 return Ok(frame);
             }
-            if state.senders == 0 {
+            if state.senders == 0 || state.closed {
                 return Err(RecvError::Disconnected);
             }
             state = match deadline {
@@ -378,5 +412,28 @@ mod tests {
         );
         drop(second);
         assert_eq!(rx.recv().map(|f| f.seq), Err(RecvError::Disconnected));
+    }
+
+    #[test]
+    fn a_closed_queue_ends_after_draining_though_a_sender_lives_on() {
+        let (tx, rx) = frame_queue(2);
+        tx.send(frame_of("a", 0));
+        let closer = rx.closer();
+        let consumer = std::thread::spawn(move || {
+            std::iter::from_fn(|| rx.recv().ok())
+                .map(|f| f.seq)
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!consumer.is_finished(), "a live sender keeps it open");
+        closer.close();
+        assert_eq!(consumer.join().unwrap(), vec![0], "what was queued is kept");
+        assert_eq!(tx.send(frame_of("a", 1)), 1, "later frames are dropped");
+        let stop = AtomicBool::new(false);
+        assert_eq!(
+            tx.send_waiting(frame_of("a", 2), &stop),
+            1,
+            "and never wait"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::decode::{DecodeOptions, InputCounts, VideoInput};
 use crate::hwaccel::{DecoderKind, GpuTarget, HwAccel};
+use crate::input_options::InputOptions;
 use crate::pacing::{Pacer, Sampler};
 use crate::queue::FrameSender;
 use crate::stats::{RateMeter, SourceState, SourceStats};
@@ -50,8 +51,9 @@ pub enum SourceUrl {
         looping: bool,
         realtime: bool,
     },
-    /// rtsp://, rtsps://, rtmp://, http://, https://: read as fast as it
-    /// comes. `transport` applies to RTSP only.
+    /// rtsp://, rtsps://, rtmp://, http://, https://: read as it comes,
+    /// except a recording over HTTP, played at real time. `transport`
+    /// applies to RTSP only.
     Network { url: String, transport: Transport },
     /// A V4L2 capture device such as `/dev/video0`.
     Device { path: PathBuf },
@@ -148,6 +150,11 @@ impl SourceUrl {
 
     pub fn is_network(&self) -> bool {
         matches!(self, Self::Network { .. })
+    }
+
+    /// http:// or https://.
+    pub fn is_http(&self) -> bool {
+        matches!(self, Self::Network { url, .. } if url.starts_with("http"))
     }
 
     /// Sets how RTSP media travels; other sources ignore it.
@@ -318,6 +325,8 @@ pub struct SourceConfig {
     /// The model's CUDA context, when it runs on a GPU: NVDEC frames are
     /// then handed on in GPU memory.
     pub gpu_target: Option<GpuTarget>,
+    /// The camera's own ffmpeg options (a device's format and size).
+    pub input_options: InputOptions,
 }
 
 /// A running source thread.
@@ -333,6 +342,23 @@ impl SourceHandle {
         if self.thread.join().is_err() {
             tracing::error!(camera = %self.camera_id, "source thread panicked");
         }
+    }
+
+    /// Like [`Self::join`], giving up at `deadline`: a thread blocked in
+    /// the operating system (a FIFO with no writer, a device or network
+    /// file system that never answers) cannot be interrupted, and must not
+    /// hold up a stop or a reload. Such a thread is left behind; it ends by
+    /// itself once the call returns, as `stop` is set. Returns whether the
+    /// thread ended.
+    pub fn join_by(self, deadline: Instant) -> bool {
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.join();
+        true
     }
 }
 
@@ -433,6 +459,7 @@ impl SourceRun {
             };
             let end = match VideoInput::open_watched(
                 &self.config.url,
+                &self.config.input_options,
                 options,
                 Some(self.stop.clone()),
             ) {
@@ -503,6 +530,12 @@ impl SourceRun {
 
     /// Reads one opened input until it ends, fails or we stop.
     fn session(&mut self, mut input: VideoInput) -> SessionEnd {
+        if self.pacer.is_none() && input.is_recording() {
+            // Else it would be analysed in a burst, its events compressed
+            // into seconds, and then fetched again.
+            tracing::info!("a recording over the network: played at real time");
+            self.pacer = Some(Pacer::new());
+        }
         let mut first_raw: Option<i64> = None;
         let mut last_t = self.session_base_us;
         let mut counted = InputCounts::default();

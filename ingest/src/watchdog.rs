@@ -63,13 +63,13 @@ extern "C" fn interrupt(opaque: *mut c_void) -> c_int {
 
 /// `avformat_open_input` + `avformat_find_stream_info` with the watchdog as
 /// interrupt callback. The caller keeps `watchdog` alive at least as long
-/// as the returned input.
+/// as the returned input. Also returns the options nothing took.
 pub(crate) fn open_input(
     location: &str,
     format: Option<&str>,
     options: ff::Dictionary,
     watchdog: &Arc<Watchdog>,
-) -> Result<ff::format::context::Input, ff::Error> {
+) -> Result<(ff::format::context::Input, ff::Dictionary<'static>), ff::Error> {
     let path = CString::new(location).map_err(|_| ff::Error::InvalidData)?;
     let format = format
         .map(|f| CString::new(f).map_err(|_| ff::Error::InvalidData))
@@ -101,12 +101,12 @@ pub(crate) fn open_input(
         };
         let mut opts = options.disown();
         let res = ffi::avformat_open_input(&mut ps, path.as_ptr(), input_format, &mut opts);
-        ff::Dictionary::own(opts);
+        let left = ff::Dictionary::own(opts);
         if res < 0 {
             return Err(ff::Error::from(res));
         }
         match ffi::avformat_find_stream_info(ps, ptr::null_mut()) {
-            r if r >= 0 => Ok(ff::format::context::Input::wrap(ps)),
+            r if r >= 0 => Ok((ff::format::context::Input::wrap(ps), left)),
             e => {
                 ffi::avformat_close_input(&mut ps);
                 Err(ff::Error::from(e))

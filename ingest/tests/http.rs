@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::{assets, ffmpeg, next_frame_of, stop_all, wait_for};
-use vigil_ingest::{frame_queue, spawn_source, HwAccel, SourceConfig, SourceState, SourceUrl};
+use vigil_ingest::{
+    frame_queue, spawn_source, HwAccel, InputOptions, SourceConfig, SourceState, SourceUrl,
+};
 
 /// The test server (tests/support/http_server.py); killed on drop.
 struct HttpServer {
@@ -99,7 +101,18 @@ fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
         ("hls", format!("{base}/hls/cam.m3u8")),
         ("mp4", format!("{base}/clip.mp4")),
         ("missing", format!("{base}/nothing-here.mp4")),
+        ("typo", format!("{base}/clip.mp4")),
     ];
+    // The camera's own ffmpeg options: one the HTTP protocol takes, and
+    // one (a device's) that nothing takes for an MP4 over HTTP.
+    let option = |name: &str, value: &str| {
+        InputOptions::new([(name.to_string(), value.to_string())].into()).unwrap()
+    };
+    let options_of = |id: &str| match id {
+        "mp4" => option("user_agent", "vigil-test-agent/1"),
+        "typo" => option("video_size", "640x480"),
+        _ => InputOptions::default(),
+    };
     let handles: Vec<_> = cameras
         .iter()
         .map(|(id, url)| {
@@ -111,6 +124,7 @@ fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
                 decode_threads: 1,
                 max_width: Some(384),
                 gpu_target: None,
+                input_options: options_of(id),
             };
             spawn_source(config, tx.clone(), stop.clone()).unwrap()
         })
@@ -145,10 +159,23 @@ fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
     );
     // MJPEG over HTTP has no clock of its own (ffmpeg makes up 25 fps):
     // frames are timed as they arrive, so 5 of the 10 a second are sampled.
-    let before = stats(0).frames_sampled;
+    // The HLS playlist and the MP4 are recordings that arrive as fast as
+    // the link allows: they are played at real time, 5 sampled a second too.
+    let sampled = || [0, 1, 2].map(|i| stats(i).frames_sampled);
+    let before = sampled();
     std::thread::sleep(Duration::from_secs(4));
-    let per_second = (stats(0).frames_sampled - before) as f64 / 4.0;
-    assert!((4.0..=6.0).contains(&per_second), "{per_second} sampled/s");
+    for ((id, now), then) in ["mjpeg", "hls", "mp4"].iter().zip(sampled()).zip(before) {
+        let per_second = (now - then) as f64 / 4.0;
+        assert!(
+            (4.0..=6.0).contains(&per_second),
+            "{id}: {per_second} sampled/s"
+        );
+    }
+    let requests = std::fs::read_to_string(dir.path().join("requests.log")).unwrap();
+    assert!(
+        requests.contains("/clip.mp4 vigil-test-agent/1"),
+        "{requests}"
+    );
     // Frames were scaled to the width asked for, aspect kept (768x576).
     let frame = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!((frame.width, frame.height), (384, 288));
@@ -159,6 +186,12 @@ fn mjpeg_hls_and_progressive_mp4_stream_while_a_404_fails_alone() {
     let error = stats(3).last_error.unwrap();
     assert!(error.contains("404"), "{error}");
     assert_ne!(stats(3).state, SourceState::Streaming);
+    // An option nothing takes is the camera's error, named, not ignored.
+    let error = stats(4)
+        .last_error
+        .expect("an error for the unknown option");
+    assert!(error.contains("takes no option video_size"), "{error}");
+    assert_eq!(stats(4).frames_sampled, 0);
 
     stop_all(&stop, rx, handles);
 }

@@ -115,6 +115,7 @@ fn source(
             decode_threads: 1,
             max_width: None,
             gpu_target: None,
+            input_options: Default::default(),
         },
         queue.clone(),
         stop.clone(),

@@ -24,6 +24,7 @@ fn config(url: &str, fps: f64) -> SourceConfig {
         decode_threads: 0,
         max_width: None,
         gpu_target: None,
+        input_options: Default::default(),
     }
 }
 

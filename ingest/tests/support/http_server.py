@@ -5,6 +5,7 @@ usage: http_server.py DIR
 Serves the files in DIR (progressive MP4, HLS playlists and segments) and,
 at /mjpeg, the JPEGs in DIR/jpeg looped forever as a multipart MJPEG stream
 at 10 frames/s, the way IP cameras serve it. Prints the port once it listens.
+Each request's path and User-Agent go to DIR/requests.log.
 """
 import http.server
 import os
@@ -24,6 +25,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        with open(os.path.join(root, "requests.log"), "a") as log:
+            log.write("%s %s\n" % (self.path, self.headers.get("User-Agent")))
         if self.path != "/mjpeg":
             return super().do_GET()
         self.send_response(200)
