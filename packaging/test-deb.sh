@@ -62,7 +62,7 @@ fi
 printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$ROOT/usr/sbin/policy-rc.d" >/dev/null
 $SUDO chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 $SUDO cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-in_root apt-get purge -y -qq vigil >/dev/null 2>&1 || true
+in_root apt-get purge -y -qq vigil vigil-cuda >/dev/null 2>&1 || true
 in_root apt-get update -qq
 
 step "systemd accepts the unit"
@@ -162,6 +162,26 @@ in_root apt-get install -y -qq -o Dpkg::Options::=--force-confold "/tmp/$(basena
 in_root dpkg-query -W -f '${Version}\n' vigil | grep -qx 0.1.0-2 || fail "not upgraded"
 $SUDO grep -q "changed by the operator" "$ROOT/etc/vigil/vigil.toml" || fail "the configuration was replaced"
 in_root vigil token list --config /etc/vigil/vigil.toml | grep -q upgrade-check || fail "the database was lost"
+
+step "switching to the other variant and purging the old one keeps data, user and unit"
+# The variant's package as built from its metadata; it holds this build's
+# binary (a CUDA build is not possible here), which is all the switch needs.
+cargo deb -q -p vigil --variant cuda --no-build --profile dev -o "$OUT/" 2>&1 | grep -v "dev profile\|debug symbols\|custom profiles" || true
+DEBC=$OUT/vigil-cuda_0.1.0-1_amd64.deb
+[ -f "$DEBC" ] || fail "variant package not built: $(ls "$OUT")"
+$SUDO cp "$DEBC" "$ROOT/tmp/"
+in_root apt-get install -y -qq -o Dpkg::Options::=--force-confold "/tmp/$(basename "$DEBC")" >/dev/null
+in_root dpkg-query -W -f '${db:Status-Status}' vigil-cuda | grep -qx installed || fail "vigil-cuda not installed"
+in_root apt-get purge -y -qq vigil >/dev/null
+in_root vigil token list --config /etc/vigil/vigil.toml | grep -q upgrade-check || fail "purging the old variant lost the database"
+$SUDO grep -q "changed by the operator" "$ROOT/etc/vigil/vigil.toml" || fail "purging the old variant lost the configuration"
+in_root getent passwd vigil >/dev/null || fail "purging the old variant deleted the user"
+[ -L "$ROOT/etc/systemd/system/multi-user.target.wants/vigil.service" ] || fail "purging the old variant disabled the unit"
+# And back: the CPU package replaces the variant the same way.
+in_root apt-get install -y -qq -o Dpkg::Options::=--force-confold "/tmp/$(basename "$DEB2")" >/dev/null
+in_root apt-get purge -y -qq vigil-cuda >/dev/null
+in_root vigil token list --config /etc/vigil/vigil.toml | grep -q upgrade-check || fail "switching back lost the database"
+echo "ok: vigil -> vigil-cuda -> vigil, each old one purged; database, configuration, user and unit kept"
 
 step "remove keeps data; purge deletes it and the user"
 in_root apt-get remove -y -qq vigil >/dev/null

@@ -110,14 +110,32 @@ pub struct CameraAnalytics {
     scene: Scene,
     tracker: Tracker,
     live: BTreeMap<u64, Live>,
+    /// The box's clock at the last frame, which later frames never go
+    /// below (see [`Self::process`]).
+    last_wall_ms: Option<i64>,
+    lost_after_ms: i64,
 }
 
 impl CameraAnalytics {
     pub fn new(scene: Scene, tracker: TrackerConfig) -> Self {
         Self {
             scene,
+            lost_after_ms: tracker.lost_after_ms,
             tracker: Tracker::new(tracker),
             live: BTreeMap::new(),
+            last_wall_ms: None,
+        }
+    }
+
+    /// Ends every live track if no frame came for longer than a track
+    /// lives (the camera is down or reconnecting): what was in view then is
+    /// gone, and an object standing where one stood an hour ago is a new
+    /// event, not the old one's continuation. Called by [`Self::process`],
+    /// and by the caller for cameras that send nothing.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<EventChange> {
+        match self.last_wall_ms {
+            Some(last) if now_ms - last > self.lost_after_ms => self.finish(),
+            _ => Vec::new(),
         }
     }
 
@@ -127,7 +145,17 @@ impl CameraAnalytics {
 
     /// Folds one frame's detections in.
     pub fn process(&mut self, frame: FrameInfo, detections: &[Detected<'_>]) -> FrameAnalysis {
-        let mut out = FrameAnalysis::default();
+        // The box's clock may step back (NTP): time here never does, so an
+        // event never ends before it starts.
+        let wall_ms = self
+            .last_wall_ms
+            .map_or(frame.wall_ms, |last| frame.wall_ms.max(last));
+        let frame = FrameInfo { wall_ms, ..frame };
+        let mut out = FrameAnalysis {
+            events: self.expire(wall_ms),
+            ..Default::default()
+        };
+        self.last_wall_ms = Some(wall_ms);
         let mut index = Vec::new();
         let mut observations = Vec::new();
         for (i, d) in detections.iter().enumerate() {
@@ -176,7 +204,18 @@ impl CameraAnalytics {
                         },
                         best_quality: 0.0,
                         best_ms: i64::MIN,
-                        sides: vec![None; self.scene.lines.len()],
+                        // From where it was first seen, so a line crossed
+                        // while the track was being confirmed still counts.
+                        sides: self
+                            .scene
+                            .lines
+                            .iter()
+                            .map(|line| {
+                                let from = foot_point(&seen.first_bbox, frame.width, frame.height);
+                                let distance = line.segment.side(from);
+                                (distance.abs() >= LINE_DEAD_BAND).then_some((distance > 0.0, from))
+                            })
+                            .collect(),
                     },
                 );
                 out.counts.push(count(&seen.label, String::new()));
@@ -422,5 +461,91 @@ mod tests {
         assert_eq!(closed[0].phase, Phase::Closed);
         assert_eq!(closed[0].event.end_ms, Some(1_800));
         assert!(a.finish().is_empty());
+    }
+
+    fn person_at(x: f32, bottom: f32) -> Detected<'static> {
+        Detected {
+            label: "person",
+            score: 0.9,
+            bbox: [x - 20.0, bottom - 100.0, x + 20.0, bottom],
+        }
+    }
+
+    fn at(wall_ms: i64) -> FrameInfo {
+        FrameInfo {
+            width: W,
+            height: H,
+            wall_ms,
+        }
+    }
+
+    #[test]
+    fn after_a_camera_outage_an_object_in_the_old_place_is_a_new_event() {
+        let mut a = analytics();
+        for i in 0..3 {
+            a.process(at(200 * i), &[person_at(300.0, 500.0)]);
+        }
+        // An hour without frames (the camera was down), then someone
+        // stands where the old object stood.
+        let back = a.process(at(3_600_000), &[person_at(300.0, 500.0)]);
+        let phases: Vec<(Phase, u64)> = back
+            .events
+            .iter()
+            .map(|e| (e.phase, e.event.track_id))
+            .collect();
+        assert_eq!(phases, vec![(Phase::Closed, 1)], "the old event ends first");
+        assert_eq!(
+            back.events[0].event.end_ms,
+            Some(400),
+            "where it was last seen"
+        );
+        let next = a.process(at(3_600_200), &[person_at(300.0, 500.0)]);
+        assert_eq!(next.events[0].phase, Phase::Opened);
+        assert_eq!(next.events[0].event.track_id, 2);
+        assert_eq!(next.counts[0].zone, "", "and it is counted");
+
+        // A camera that sends nothing is closed by the caller's expire.
+        assert!(a.expire(3_600_200 + 1_000).is_empty(), "not yet");
+        let closed = a.expire(3_600_200 + 2_001);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].phase, Phase::Closed);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_never_ends_an_event_before_it_starts() {
+        let mut a = analytics();
+        for i in 0..3 {
+            a.process(at(100_000 + 200 * i), &[person_at(300.0, 500.0)]);
+        }
+        for i in 0..3 {
+            a.process(at(50_000 + 200 * i), &[person_at(300.0, 500.0)]);
+        }
+        let closed = a.finish();
+        let event = &closed[0].event;
+        assert!(event.end_ms.unwrap() >= event.start_ms, "{event:?}");
+    }
+
+    #[test]
+    fn an_object_cut_off_by_the_bottom_edge_is_in_a_zone_drawn_to_it() {
+        let mut a = analytics();
+        a.process(at(0), &[person_at(700.0, 1000.0)]);
+        let f = a.process(at(200), &[person_at(700.0, 1000.0)]);
+        assert_eq!(f.events[0].event.zones, vec!["right_half".to_string()]);
+    }
+
+    #[test]
+    fn a_line_crossed_while_the_track_was_confirmed_counts() {
+        let mut a = analytics();
+        // Appears left of the line (x = 400) and is across it by the frame
+        // that confirms it.
+        let mut crossings = Vec::new();
+        for (i, x) in [380.0, 420.0, 460.0, 500.0].into_iter().enumerate() {
+            crossings.extend(
+                a.process(at(200 * i as i64), &[person_at(x, 500.0)])
+                    .crossings,
+            );
+        }
+        let dirs: Vec<Direction> = crossings.iter().map(|c| c.direction).collect();
+        assert_eq!(dirs, vec![Direction::Out]);
     }
 }

@@ -31,10 +31,15 @@ pub fn area(b: &PixelBox) -> f32 {
 /// Where an object stands: the middle of its box's bottom edge, normalised.
 /// Zones on the ground are judged by it, not by the box's centre, which a
 /// tall object pushes above the zone.
+///
+/// Kept just inside the frame: detectors clamp boxes to the image, so an
+/// object cut off by the bottom edge stands at exactly 1.0, which the
+/// even-odd test counts outside a zone drawn to that edge.
 pub fn foot_point(b: &PixelBox, width: u32, height: u32) -> Point {
+    const INSIDE: f32 = 1.0 - 1e-4;
     [
-        (b[0] + b[2]) * 0.5 / width.max(1) as f32,
-        b[3] / height.max(1) as f32,
+        ((b[0] + b[2]) * 0.5 / width.max(1) as f32).clamp(0.0, INSIDE),
+        (b[3] / height.max(1) as f32).clamp(0.0, INSIDE),
     ]
 }
 

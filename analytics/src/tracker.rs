@@ -22,6 +22,9 @@ pub struct TrackerConfig {
     pub confirm_hits: u32,
     /// A confirmed track unseen for this many analysed frames is over.
     pub lost_frames: u32,
+    /// ... or for this long by the box's clock, however few frames came in
+    /// between (a camera that was down): see [`crate::CameraAnalytics::expire`].
+    pub lost_after_ms: i64,
     /// Confident detections need IoU x score at least this with a track.
     pub match_similarity: f32,
     /// Low-score detections need at least this IoU with a live track.
@@ -44,6 +47,7 @@ impl Default for TrackerConfig {
         Self {
             confirm_hits: 3,
             lost_frames: 10,
+            lost_after_ms: 2_000,
             match_similarity: 0.2,
             low_match_iou: 0.5,
             new_track_margin: 0.1,
@@ -98,6 +102,8 @@ struct Track {
     missed: u32,
     score: f32,
     bbox: PixelBox,
+    /// Where the track was first seen, tentative still.
+    first_bbox: PixelBox,
 }
 
 /// A confirmed track seen in this frame.
@@ -110,6 +116,9 @@ pub struct TrackedObject {
     pub bbox: PixelBox,
     /// Index of the detection in the frame's observation list.
     pub observation: usize,
+    /// The box the track was first seen with, before it was confirmed:
+    /// where the object came from.
+    pub first_bbox: PixelBox,
 }
 
 /// What one frame did to the tracks.
@@ -236,6 +245,7 @@ impl Tracker {
                     score: obs.score,
                     bbox: obs.bbox,
                     observation: o,
+                    first_bbox: track.first_bbox,
                 });
             }
         }
@@ -277,6 +287,7 @@ impl Tracker {
                 missed: 0,
                 score: obs.score,
                 bbox: obs.bbox,
+                first_bbox: obs.bbox,
             };
             if self.config.confirm_hits <= 1 {
                 track.state = State::Tracked;
@@ -289,6 +300,7 @@ impl Tracker {
                     score: obs.score,
                     bbox: obs.bbox,
                     observation: o,
+                    first_bbox: obs.bbox,
                 });
             }
             self.tracks.push(track);

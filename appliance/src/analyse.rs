@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 use vigil::frame_view::frame_view;
 use vigil_analytics::{CameraAnalytics, CountKey, Detected, EventChange, FrameAnalysis, FrameInfo};
 use vigil_inference::{Detection, Detector, ImageView};
-use vigil_ingest::{Frame, FrameReceiver, Pixels};
+use vigil_ingest::{Frame, FrameReceiver, Pixels, RecvError};
 use vigil_storage::{DetectionRecord, EventRecord, HotStore, MinuteCount, WriteOp};
 use vigil_web_ui::{FramePixels, LatestDetections, LiveDetection, LiveFrames, Snapshot};
 
@@ -19,6 +19,11 @@ use crate::snapshot::event_snapshot;
 
 /// How often the detection rate is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often cameras that send nothing are looked at.
+const QUIET_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A camera's events close once it has sent nothing for its tracks' life
+/// plus this (frames may wait this long in the queue and a slow batch).
+const QUIET_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
@@ -76,35 +81,78 @@ impl Analyser {
     pub fn run(mut self, frames: FrameReceiver) {
         let mut report = Reporter::new();
         let mut snapshots = SnapshotKeys::default();
-        while let Some(batch) = frames.next_batch(self.policy.max_batch, self.policy.max_wait) {
-            self.stats
-                .queued_frames
-                .store(frames.len() as u64, Ordering::Relaxed);
-            self.stats.set_busy(Some(Instant::now()));
-            self.analyse(batch, &mut snapshots);
-            self.stats.set_busy(None);
-            report.maybe_log(&self.stats);
+        let mut quiet_checked = Instant::now();
+        loop {
+            let policy = self.policy;
+            match frames.next_batch_timeout(policy.max_batch, policy.max_wait, QUIET_CHECK_EVERY) {
+                Ok(batch) => {
+                    self.stats
+                        .queued_frames
+                        .store(frames.len() as u64, Ordering::Relaxed);
+                    self.stats.set_busy(Some(Instant::now()));
+                    self.analyse(batch, &mut snapshots);
+                    self.stats.set_busy(None);
+                    report.maybe_log(&self.stats);
+                }
+                Err(RecvError::Timeout) => {}
+                Err(RecvError::Disconnected) => break,
+            }
+            if quiet_checked.elapsed() >= QUIET_CHECK_EVERY {
+                quiet_checked = Instant::now();
+                self.close_quiet_cameras(&mut snapshots);
+            }
         }
         // Objects still in view when the appliance stops: their events end
         // where they were last seen rather than staying open forever.
-        let mut cameras: Vec<_> = self.cameras.iter_mut().collect();
-        cameras.sort_by(|a, b| a.0.cmp(b.0));
-        for (camera, analytics) in cameras {
-            for change in analytics.finish() {
-                let record = event_record(
-                    &self.run_id,
-                    camera,
-                    &change,
-                    snapshots.current(camera, &change),
-                );
-                self.store.send(WriteOp::Event(record)).ok();
-            }
+        let mut cameras: Vec<_> = self.cameras.keys().cloned().collect();
+        cameras.sort();
+        for camera in cameras {
+            let closed = self.cameras.get_mut(&camera).map(|a| a.finish());
+            self.store_closed(&camera, closed.unwrap_or_default(), &mut snapshots);
         }
         tracing::info!(
             frames = self.stats.frames.load(Ordering::Relaxed),
             detection_rows = self.stats.detection_rows.load(Ordering::Relaxed),
             "analysis stopped: queue drained, open events closed"
         );
+    }
+
+    /// Ends the events of cameras that sent nothing for well over a
+    /// track's life (down, reconnecting, a file that ended): they would
+    /// else stay open until the camera comes back, or for ever.
+    fn close_quiet_cameras(&mut self, snapshots: &mut SnapshotKeys) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        // The margin covers frames still in the queue or in a slow batch.
+        let before = now_ms - QUIET_MARGIN.as_millis() as i64;
+        let closed: Vec<(String, Vec<EventChange>)> = self
+            .cameras
+            .iter_mut()
+            .map(|(camera, analytics)| (camera.clone(), analytics.expire(before)))
+            .filter(|(_, changes)| !changes.is_empty())
+            .collect();
+        for (camera, changes) in closed {
+            tracing::info!(
+                camera = %camera,
+                events = changes.len(),
+                "no frames for a while: its open events are closed"
+            );
+            self.store_closed(&camera, changes, snapshots);
+        }
+    }
+
+    fn store_closed(&self, camera: &str, changes: Vec<EventChange>, snapshots: &mut SnapshotKeys) {
+        for change in changes {
+            let record = event_record(
+                &self.run_id,
+                camera,
+                &change,
+                snapshots.current(camera, &change),
+            );
+            snapshots.forget(camera, change.event.track_id);
+            self.store.send(WriteOp::Event(record)).ok();
+        }
     }
 
     fn analyse(&mut self, batch: Vec<Frame>, snapshots: &mut SnapshotKeys) {

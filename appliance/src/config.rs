@@ -412,9 +412,12 @@ impl CameraSection {
     pub fn tracker_config(&self) -> TrackerConfig {
         let t = self.tracker.get_ref();
         let fps = *self.detect_fps.get_ref();
+        let lost_frames = (t.lost_after_s * fps).ceil().max(1.0) as u32;
         TrackerConfig {
             confirm_hits: t.confirm_frames,
-            lost_frames: (t.lost_after_s * fps).ceil().max(1.0) as u32,
+            lost_frames,
+            // Never shorter than the frames a track may miss take to come.
+            lost_after_ms: (1000.0 * t.lost_after_s.max(f64::from(lost_frames + 1) / fps)) as i64,
             ..Default::default()
         }
     }
@@ -828,8 +831,10 @@ min_area = 0.001
         assert_eq!(scene.lines[0].name, "walkway");
         assert_eq!(scene.masks.len(), 1);
         let t = cam.tracker_config();
-        // 1.5 s at 5 analysed frames per second.
+        // 1.5 s at 5 analysed frames per second; by the clock, the 9 frame
+        // intervals 8 missed frames take (1.8 s).
         assert_eq!((t.confirm_hits, t.lost_frames), (2, 8));
+        assert_eq!(t.lost_after_ms, 1800);
     }
 
     #[test]

@@ -36,7 +36,14 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(250);
 const STATUS_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const CURSOR: &str = "mqtt";
+/// The cursor of versions that kept one for whatever database was there.
+const LEGACY_CURSOR: &str = "mqtt";
+
+/// The cursor's key in the hot store: per database, since a new database's
+/// revisions start over and an old cursor would hold back everything below it.
+fn cursor_key(box_id: &str) -> String {
+    format!("mqtt/{box_id}")
+}
 
 #[derive(Debug, thiserror::Error)]
 enum MqttError {
@@ -164,15 +171,35 @@ impl MqttPublisher {
 impl Outbox {
     fn run(self) {
         // A first start publishes from now on, not the whole history.
-        let mut acked = match self.hot.cursor(CURSOR) {
-            Ok(Some(c)) => c,
-            _ => self
-                .reader
-                .last_event_revision()
-                .ok()
-                .flatten()
-                .unwrap_or(0),
+        let newest = self
+            .reader
+            .last_event_revision()
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let key = cursor_key(&self.settings.box_id);
+        let saved = match self.hot.cursor(&key) {
+            Ok(None) => self.hot.cursor(LEGACY_CURSOR),
+            found => found,
         };
+        let mut acked = match saved {
+            Ok(Some(c)) => c,
+            Ok(None) => newest,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the mqtt cursor; publishing from now on");
+                newest
+            }
+        };
+        if acked > newest {
+            // The database is behind the cursor (replaced, or restored from
+            // a backup): else nothing would go out until it caught up.
+            tracing::warn!(
+                cursor = acked,
+                newest,
+                "the mqtt cursor is past the database's newest change; following the database"
+            );
+            acked = newest;
+        }
         let mut backoff = Duration::from_secs(1);
         let (host, port) = (&self.settings.host, self.settings.port);
         while !self.stop.load(Ordering::Relaxed) {
@@ -258,7 +285,10 @@ impl Outbox {
             pending = 0;
             if let Some(last) = last {
                 *acked = last.max(*acked);
-                if let Err(e) = self.hot.set_cursor(CURSOR, *acked) {
+                if let Err(e) = self
+                    .hot
+                    .set_cursor(&cursor_key(&self.settings.box_id), *acked)
+                {
                     tracing::warn!(error = %e, "cannot save the mqtt cursor; it will republish");
                 }
             } else if gap > *acked {

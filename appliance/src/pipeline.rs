@@ -74,23 +74,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             },
         };
         service::reloading();
-        running.stop();
-        let old = control.current();
-        running = match start(&new, control.clone(), limiter.clone()) {
-            Ok(r) => {
-                tracing::info!("running with the new configuration");
-                control.set_current(new);
-                r
+        running = service::feeding_watchdog(RELOAD_LIMIT, || {
+            running.stop();
+            let old = control.current();
+            match start(&new, control.clone(), limiter.clone()) {
+                Ok(r) => {
+                    tracing::info!("running with the new configuration");
+                    control.set_current(new);
+                    Ok(r)
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "the new configuration does not start; going back"
+                    );
+                    control.restore_file(&old);
+                    start(&old, control.clone(), limiter.clone())
+                }
             }
-            Err(e) => {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "the new configuration does not start; going back"
-                );
-                control.restore_file(&old);
-                start(&old, control.clone(), limiter.clone())?
-            }
-        };
+        })?;
         service::ready(&running.summary());
     }
     service::stopping();
@@ -106,6 +108,10 @@ fn decode_threads_per_camera(cameras: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     (cores / cameras.max(1)).max(1)
 }
+
+/// How long a reload may take before the watchdog is left to restart us:
+/// under the unit's TimeoutStartSec, which bounds a cold start the same way.
+const RELOAD_LIMIT: Duration = Duration::from_secs(110);
 
 /// How long a stop waits for the camera threads to end.
 const SOURCE_STOP_LIMIT: Duration = Duration::from_secs(5);

@@ -63,6 +63,7 @@ pub fn run(args: PollArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("creating {}", args.state.display()))?;
+    cut_partial_line(&args.out)?;
     let resumed = last_written(&args.out)?;
     let mut boxes = Vec::new();
     for (i, source) in args.from.iter().enumerate() {
@@ -74,8 +75,15 @@ pub fn run(args: PollArgs) -> anyhow::Result<()> {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         cursor.source = source.clone();
-        if let Some(&written) = resumed.get(&source) {
-            cursor.after = cursor.after.max(written);
+        // Lines past the saved cursor (a crash between the write and the
+        // save) count, but only if they came from the database the cursor
+        // is about: another's revisions mean nothing here.
+        if let Some(written) = resumed.get(&source) {
+            let same_box = cursor.box_id.as_ref().is_none_or(|b| *b == written.box_id);
+            if same_box {
+                cursor.box_id = Some(written.box_id.clone());
+                cursor.after = cursor.after.max(written.revision);
+            }
         }
         boxes.push(Followed {
             source,
@@ -155,7 +163,7 @@ fn drain(
             save(&b.state_file, &b.cursor)?;
             continue;
         }
-        if let Some(gap) = page.gap {
+        if let Some(gap) = &page.gap {
             lines.push_str(&line(
                 json!({ "box": page.box_id, "source": b.source, "gap": gap }),
             ));
@@ -166,9 +174,15 @@ fn drain(
                 json!({ "box": page.box_id, "source": b.source, "event": event }),
             ));
         }
+        // Past a gap even when no change survived it: else the same gap
+        // would be reported again every round.
+        let past_gap = page.gap.as_ref().and_then(|g| g["deleted_up_to"].as_i64());
         write_synced(out, &lines)?;
         b.cursor.box_id = Some(page.box_id);
-        b.cursor.after = page.next_after.unwrap_or(b.cursor.after);
+        b.cursor.after = page
+            .next_after
+            .unwrap_or(b.cursor.after)
+            .max(past_gap.unwrap_or(i64::MIN));
         save(&b.state_file, &b.cursor)?;
         if !full {
             break;
@@ -177,12 +191,50 @@ fn drain(
     Ok(())
 }
 
+/// Appends `lines` whole or not at all: a write cut short (a full disk)
+/// is taken back, so the retried page is not written twice and no line is
+/// left half-written for the next one to join.
 fn write_synced(out: &mut std::fs::File, lines: &str) -> anyhow::Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    out.write_all(lines.as_bytes())?;
-    out.sync_data()?;
+    let before = out.metadata()?.len();
+    let written = out
+        .write_all(lines.as_bytes())
+        .and_then(|()| out.sync_data());
+    if let Err(e) = written {
+        out.set_len(before)
+            .context("taking back a write that failed")?;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Removes a last line a crash cut short, so the next write starts on a
+/// line of its own.
+fn cut_partial_line(out: &Path) -> anyhow::Result<()> {
+    let Ok(mut file) = std::fs::OpenOptions::new().read(true).write(true).open(out) else {
+        return Ok(());
+    };
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(at) = part.iter().rposition(|&b| b == b'\n') {
+            end = start + at as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(output = %out.display(), bytes = len - end, "removing a line a crash cut short");
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
     Ok(())
 }
 
@@ -196,8 +248,16 @@ fn save(path: &Path, cursor: &Cursor) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The highest revision already written per source, from the output's end.
-fn last_written(out: &Path) -> anyhow::Result<HashMap<String, i64>> {
+/// Where a source's output stopped: its latest database, and the highest
+/// revision written from it.
+#[derive(Debug, PartialEq)]
+struct Written {
+    box_id: String,
+    revision: i64,
+}
+
+/// Where each source's lines stopped, from the output's end.
+fn last_written(out: &Path) -> anyhow::Result<HashMap<String, Written>> {
     let mut found = HashMap::new();
     let Ok(mut file) = std::fs::File::open(out) else {
         return Ok(found);
@@ -214,12 +274,22 @@ fn last_written(out: &Path) -> anyhow::Result<HashMap<String, i64>> {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if let (Some(source), Some(revision)) =
-            (v["source"].as_str(), v["event"]["revision"].as_i64())
-        {
-            let e = found.entry(source.to_string()).or_insert(revision);
-            *e = (*e).max(revision);
+        let (Some(source), Some(box_id)) = (v["source"].as_str(), v["box"].as_str()) else {
+            continue;
+        };
+        let revision = v["event"]["revision"].as_i64().unwrap_or(0);
+        let w = found.entry(source.to_string()).or_insert(Written {
+            box_id: box_id.to_string(),
+            revision,
+        });
+        if w.box_id != box_id {
+            // A new database: its revisions start over.
+            *w = Written {
+                box_id: box_id.to_string(),
+                revision,
+            };
         }
+        w.revision = w.revision.max(revision);
     }
     Ok(found)
 }
@@ -267,17 +337,95 @@ mod tests {
         let out = dir.path().join("events.jsonl");
         std::fs::write(
             &out,
-            "{\"source\":\"http://a\",\"event\":{\"revision\":4}}\n\
-             {\"source\":\"http://b\",\"event\":{\"revision\":9}}\n\
-             {\"source\":\"http://a\",\"gap\":{\"after\":1}}\n\
-             {\"source\":\"http://a\",\"event\":{\"revision\":7}}\n\
-             {\"source\":\"http://a\",\"event\":{\"revi",
+            "{\"box\":\"A\",\"source\":\"http://a\",\"event\":{\"revision\":4}}\n\
+             {\"box\":\"B\",\"source\":\"http://b\",\"event\":{\"revision\":9}}\n\
+             {\"box\":\"A\",\"source\":\"http://a\",\"gap\":{\"after\":1}}\n\
+             {\"box\":\"A\",\"source\":\"http://a\",\"event\":{\"revision\":7}}\n\
+             {\"box\":\"A\",\"source\":\"http://a\",\"event\":{\"revi",
         )
         .unwrap();
         let found = last_written(&out).unwrap();
-        assert_eq!(found["http://a"], 7);
-        assert_eq!(found["http://b"], 9);
+        let written = |b: &str, revision| Written {
+            box_id: b.into(),
+            revision,
+        };
+        assert_eq!(found["http://a"], written("A", 7));
+        assert_eq!(found["http://b"], written("B", 9));
         assert!(last_written(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_new_database_behind_a_source_starts_its_revisions_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events.jsonl");
+        std::fs::write(
+            &out,
+            "{\"box\":\"old\",\"source\":\"http://a\",\"event\":{\"revision\":5000}}\n\
+             {\"box\":\"new\",\"source\":\"http://a\",\"gap\":{\"reason\":\"new database\"}}\n\
+             {\"box\":\"new\",\"source\":\"http://a\",\"event\":{\"revision\":120}}\n",
+        )
+        .unwrap();
+        let found = last_written(&out).unwrap();
+        assert_eq!(
+            found["http://a"],
+            Written {
+                box_id: "new".into(),
+                revision: 120
+            }
+        );
+    }
+
+    #[test]
+    fn a_line_cut_by_a_crash_is_removed_before_writing_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events.jsonl");
+        std::fs::write(&out, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        cut_partial_line(&out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        cut_partial_line(&out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        std::fs::write(&out, "no newline at all").unwrap();
+        cut_partial_line(&out).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
+    }
+
+    #[test]
+    fn a_write_cut_short_by_a_full_disk_is_taken_back_whole() {
+        // A 64 KiB tmpfs (mounting needs root, as CI runs): 100 KiB of
+        // lines fit in part, then the disk is full.
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount(8)");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let lines = "{\"event\":\"x\"}\n".repeat(100 << 10 >> 4);
+        let failed = write_synced(&mut file, &lines).is_err();
+        let left = std::fs::read_to_string(&path).unwrap();
+        drop(file);
+        let result = (failed, left);
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
+        assert!(result.0, "the write failed");
+        assert!(
+            result.1 == "{\"a\":1}\n",
+            "and left nothing of itself: {} bytes",
+            result.1.len()
+        );
     }
 
     #[test]

@@ -53,6 +53,36 @@ pub fn watchdog_ping() {
     send(&[NotifyState::Watchdog]);
 }
 
+/// A reload stops the pipeline and starts it again (the model loads anew),
+/// which may take longer than the watchdog interval: it is fed meanwhile,
+/// but only for `limit`, so a reload that hangs still gets us restarted.
+pub fn feeding_watchdog<T>(limit: Duration, work: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let until = Instant::now() + limit;
+            let mut next = Instant::now() + tick();
+            while Instant::now() < until {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                if Instant::now() >= next {
+                    watchdog_ping();
+                    next += tick();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            tracing::error!(
+                ?limit,
+                "the reload has not finished; no longer feeding the watchdog"
+            );
+        });
+        let result = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
+}
+
 /// What the health check reads, sampled by the main loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {

@@ -187,6 +187,44 @@ fn a_camera_stuck_in_the_kernel_holds_up_neither_a_reload_nor_the_stop() {
     assert!(log.contains("stopped cleanly"), "{log}");
 }
 
+#[test]
+fn a_camera_that_stops_sending_has_its_events_closed_while_the_box_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    import_model(&models);
+    // 6 s of the street, played once: then the camera sends nothing more,
+    // as one that went down does, with people in view at its last frame.
+    let cut = tmp.path().join("six-seconds.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-t", "6", "-i"])
+        .arg(assets().join("video/vtest.avi"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&cut)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let short = format!(
+        "[[cameras]]\nid = \"short\"\nurl = \"file://{}?loop=0\"\ndetect_fps = 5\n",
+        cut.display()
+    );
+    let x = StreetBox::new(tmp.path(), "box", &short);
+    let mut running = x.start(&models);
+    let open = "SELECT count(*) FROM events WHERE camera = 'short' AND end_ms IS NULL";
+    wait_for("the short camera's file to end", || {
+        x.log().contains("file ended")
+    });
+    assert!(count(&x, open) > 0, "someone is in view at its last frame");
+    // Those events end by themselves some seconds after its last frame
+    // (the tracks' 2.2 s and a 10 s margin), not when the box stops.
+    let ended = std::time::Instant::now();
+    wait_for("the quiet camera's events closed", || count(&x, open) == 0);
+    eprintln!("quiet camera: events closed {:?} after its file ended", ended.elapsed());
+    let child = running.0.as_mut().unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the box still runs");
+    assert!(x.log().contains("no frames for a while"), "{}", x.log());
+    stop(running);
+}
+
 /// The number after the last `key` in `text`.
 fn field(text: &str, key: &str) -> Option<i64> {
     let at = text.rfind(key)? + key.len();

@@ -248,3 +248,59 @@ fn a_backlog_over_max_backlog_is_cut_and_the_cut_announced() {
     let after_cut: BTreeMap<i64, i64> = stored.into_iter().filter(|(_, r)| *r > cut).collect();
     assert_eq!(latest, after_cut, "everything after the cut was published");
 }
+
+/// Event changes published for `box_id`: the newest revision of each id.
+fn published_for(messages: &[(String, Vec<u8>)], box_id: &str) -> BTreeMap<i64, i64> {
+    let topic = format!("vigil/{box_id}/cameras/street/events");
+    let mut latest = BTreeMap::new();
+    for (_, payload) in messages.iter().filter(|(t, _)| *t == topic) {
+        let e: Value = serde_json::from_slice(payload).unwrap();
+        let rev = e["revision"].as_i64().unwrap();
+        let r = latest.entry(e["id"].as_i64().unwrap()).or_insert(rev);
+        *r = (*r).max(rev);
+    }
+    latest
+}
+
+#[test]
+fn a_new_database_is_published_though_the_old_ones_cursor_was_further() {
+    let (bench, mosquitto) = Bench::new();
+    let street = bench.street("");
+    let vigil = street.start(&bench.models);
+    wait_for("events stored", || events_stored(&street) >= 10);
+    stop(vigil);
+    let old_newest = street.stored_events().into_values().max().unwrap();
+
+    // The database is replaced (deleted here; restored from elsewhere in
+    // the field) while the hot store, with the publisher's cursor, stays.
+    for file in ["vigil.sqlite3", "vigil.sqlite3-wal", "vigil.sqlite3-shm"] {
+        let _ = std::fs::remove_file(street.data.join(file));
+    }
+    let out = Command::new(common::VIGIL)
+        .args(["token", "create", "hq2", "--config"])
+        .arg(&street.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let vigil = street.start(&bench.models);
+    let page = || events_page(&street.url, &token);
+    wait_for("events in the new database", || {
+        page().is_some_and(|p| p["events"].as_array().is_some_and(|e| e.len() >= 3))
+    });
+    let new_box = page().unwrap()["box"].as_str().unwrap().to_string();
+    stop(vigil);
+    let stored = street.stored_events();
+    assert!(
+        stored.values().max().unwrap() < &old_newest,
+        "the old cursor must be ahead for this test to mean anything"
+    );
+    let messages = collect(bench.broker_port, Duration::from_secs(3));
+    stop(mosquitto);
+    assert_eq!(
+        published_for(&messages, &new_box),
+        stored,
+        "every change of the new database was published\n{}",
+        street.log()
+    );
+}

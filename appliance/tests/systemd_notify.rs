@@ -1,7 +1,7 @@
 //! The service protocol systemd sees (`Type=notify`), through a real
 //! notification socket: READY with a status line, watchdog pings at half the
-//! interval systemd asks for, RELOADING then READY on SIGHUP, STOPPING on
-//! SIGTERM.
+//! interval systemd asks for, RELOADING then READY on SIGHUP (pings going
+//! on through a slow reload), STOPPING on SIGTERM.
 
 mod common;
 
@@ -32,7 +32,16 @@ fn systemd_hears_ready_status_watchdog_reload_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
     import_model(&models);
-    let street = StreetBox::new(tmp.path(), "box", "");
+    // A camera stuck in the kernel (a FIFO no one writes) makes a reload
+    // take the 5 s a stop waits for its sources: longer than the watchdog.
+    let fifo = tmp.path().join("stuck.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let stuck = format!(
+        "[[cameras]]\nid = \"stuck\"\nurl = \"file://{}?loop=0\"\n",
+        fifo.display()
+    );
+    let street = StreetBox::new(tmp.path(), "box", &stuck);
     let path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
@@ -68,6 +77,12 @@ fn systemd_hears_ready_status_watchdog_reload_and_stopping() {
     });
     let reload = seen.iter().find(|m| m.contains("RELOADING=1")).unwrap();
     assert!(reload.contains("MONOTONIC_USEC="), "{reload}");
+    // Fed through the reload, which a 1 s watchdog would not survive else.
+    let from = seen.iter().position(|m| m.contains("RELOADING=1")).unwrap();
+    let to = seen.iter().rposition(|m| m.contains("READY=1")).unwrap();
+    let pings = count(&seen[from..to], "WATCHDOG=1");
+    eprintln!("{pings} watchdog pings during the reload");
+    assert!(pings >= 5, "{pings} pings during the reload: {seen:?}");
 
     let child = guard.0.take().unwrap();
     common::signal(&child, "TERM");

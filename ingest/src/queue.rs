@@ -257,6 +257,22 @@ impl FrameReceiver {
     /// `max_batch`, taking cameras in turn. `None` once the queue has ended.
     pub fn next_batch(&self, max_batch: usize, max_wait: Duration) -> Option<Vec<Frame>> {
         let first = self.recv().ok()?;
+        Some(self.fill_batch(first, max_batch, max_wait))
+    }
+
+    /// Like [`Self::next_batch`], giving up after `idle` without a frame
+    /// ([`RecvError::Timeout`]), so the consumer can see to quiet cameras.
+    pub fn next_batch_timeout(
+        &self,
+        max_batch: usize,
+        max_wait: Duration,
+        idle: Duration,
+    ) -> Result<Vec<Frame>, RecvError> {
+        let first = self.recv_timeout(idle)?;
+        Ok(self.fill_batch(first, max_batch, max_wait))
+    }
+
+    fn fill_batch(&self, first: Frame, max_batch: usize, max_wait: Duration) -> Vec<Frame> {
         let deadline = Instant::now() + max_wait;
         let mut batch = vec![first];
         while batch.len() < max_batch.max(1) {
@@ -265,7 +281,7 @@ impl FrameReceiver {
                 Err(_) => break,
             }
         }
-        Some(batch)
+        batch
     }
 
     fn wait_for_frame(&self, deadline: Option<Instant>) -> Result<Frame, RecvError> {
