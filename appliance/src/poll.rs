@@ -169,26 +169,31 @@ fn drain(
             ));
         }
         let full = page.events.len() >= PAGE;
+        let after = cursor_after(&page, b.cursor.after);
         for event in page.events {
             lines.push_str(&line(
                 json!({ "box": page.box_id, "source": b.source, "event": event }),
             ));
         }
-        // Past a gap even when no change survived it: else the same gap
-        // would be reported again every round.
-        let past_gap = page.gap.as_ref().and_then(|g| g["deleted_up_to"].as_i64());
         write_synced(out, &lines)?;
         b.cursor.box_id = Some(page.box_id);
-        b.cursor.after = page
-            .next_after
-            .unwrap_or(b.cursor.after)
-            .max(past_gap.unwrap_or(i64::MIN));
+        b.cursor.after = after;
         save(&b.state_file, &b.cursor)?;
         if !full {
             break;
         }
     }
     Ok(())
+}
+
+/// Where the cursor goes after `page`: its `next_after`, and past a gap
+/// even when no change survived it (else the same gap would be reported
+/// again every round).
+fn cursor_after(page: &Page, current: i64) -> i64 {
+    let past_gap = page.gap.as_ref().and_then(|g| g["deleted_up_to"].as_i64());
+    page.next_after
+        .unwrap_or(current)
+        .max(past_gap.unwrap_or(i64::MIN))
 }
 
 /// Appends `lines` whole or not at all: a write cut short (a full disk)
@@ -426,6 +431,18 @@ mod tests {
             "and left nothing of itself: {} bytes",
             result.1.len()
         );
+    }
+
+    #[test]
+    fn a_gap_with_nothing_after_it_is_passed_once() {
+        let page = |json: &str| serde_json::from_str::<Page>(json).unwrap();
+        let gap_only =
+            page(r#"{"box":"A","events":[],"next_after":1,"gap":{"after":1,"deleted_up_to":9}}"#);
+        assert_eq!(cursor_after(&gap_only, 1), 9);
+        let events = page(r#"{"box":"A","events":[],"next_after":12,"gap":null}"#);
+        assert_eq!(cursor_after(&events, 9), 12);
+        let empty = page(r#"{"box":"A","events":[],"next_after":null,"gap":null}"#);
+        assert_eq!(cursor_after(&empty, 12), 12);
     }
 
     #[test]

@@ -218,7 +218,10 @@ fn a_camera_that_stops_sending_has_its_events_closed_while_the_box_runs() {
     // (the tracks' 2.2 s and a 10 s margin), not when the box stops.
     let ended = std::time::Instant::now();
     wait_for("the quiet camera's events closed", || count(&x, open) == 0);
-    eprintln!("quiet camera: events closed {:?} after its file ended", ended.elapsed());
+    eprintln!(
+        "quiet camera: events closed {:?} after its file ended",
+        ended.elapsed()
+    );
     let child = running.0.as_mut().unwrap();
     assert!(child.try_wait().unwrap().is_none(), "the box still runs");
     assert!(x.log().contains("no frames for a while"), "{}", x.log());
