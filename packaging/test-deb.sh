@@ -80,6 +80,16 @@ in_root vigil version
 in_root vigil check-config /etc/vigil/vigil.toml
 in_root vigil model list | grep -q ssdlite_mobilenet_v2_coco || fail "the default model is not found"
 
+step "a model an operator imports is where the service finds it, and loads as the service's user"
+ASSETS=${VIGIL_TEST_ASSETS:-../shared/assets}
+$SUDO cp "$ASSETS"/models/yolov3_tiny_darknet/{yolov3-tiny.cfg,yolov3-tiny.weights,coco.names} \
+  "$ASSETS"/images/dog.jpg "$ROOT/tmp/"
+in_root sh -c 'cd /root && vigil model import /tmp/yolov3-tiny.cfg --names /tmp/coco.names'
+[ -f "$ROOT/var/lib/vigil/models/yolov3-tiny.weights" ] || fail "not imported into /var/lib/vigil/models"
+detected=$(in_root runuser -u vigil -- vigil detect --model yolov3-tiny /tmp/dog.jpg)
+grep -qE '^ +dog ' <<<"$detected" || fail "the service's user could not run the imported model: $detected"
+echo "ok: imported by root into /var/lib/vigil/models; the vigil user finds and runs it"
+
 step "under systemd: started at boot, READY, and restarted by the watchdog when frozen"
 # systemd itself as PID 1 of new PID, mount and network namespaces over the
 # test root, as in a container (its own /run and /tmp: boot empties /tmp,

@@ -283,9 +283,10 @@ pub struct ModelImportArgs {
     /// Class names, one per line (darknet; an Ultralytics checkpoint carries its own).
     #[arg(long, value_name = "FILE")]
     pub names: Option<PathBuf>,
-    /// Model directory to install into.
-    #[arg(long, default_value = "models", value_name = "DIR")]
-    pub dir: PathBuf,
+    /// Model directory to install into [default: /var/lib/vigil/models
+    /// on an installed box, where the service looks; else ./models].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 fn parse_hwaccel(s: &str) -> Result<vigil_ingest::HwAccel, String> {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::Device;
 use vigil_inference::convert::{save_safetensors, ssdlite_tfjs, ultralytics_pt};
 use vigil_inference::tfjs::TfjsGraph;
-use vigil_inference::{ImageView, ModelFiles, ModelRegistry, Precision};
+use vigil_inference::{ImageView, ModelFiles, ModelRegistry, Precision, INSTALLED_MODEL_DIR};
 
 use crate::cli::{ModelCommand, ModelImportArgs};
 
@@ -33,14 +33,14 @@ fn import(args: ModelImportArgs) -> anyhow::Result<()> {
         !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.'),
         "--name {name:?} is not a plain file name"
     );
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.clone().unwrap_or_else(default_import_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Built beside the models, not among them: a model that fails below
     // must not replace a working one of the same name.
     let staging = tempfile::Builder::new()
         .prefix(".import-")
-        .tempdir_in(&args.dir)
-        .with_context(|| format!("writing in {}", args.dir.display()))?;
+        .tempdir_in(&dir)
+        .with_context(|| format!("writing in {}", dir.display()))?;
     let staged = match source.extension().and_then(|e| e.to_str()) {
         Some("pt") | Some("pth") => import_ultralytics(source, staging.path(), &name)?,
         Some("cfg") => import_darknet(source, args.names.as_deref(), staging.path(), &name)?,
@@ -58,12 +58,26 @@ fn import(args: ModelImportArgs) -> anyhow::Result<()> {
     detector
         .detect(&[ImageView::new(64, 64, &grey)?])
         .with_context(|| format!("the imported model {name} does not run"))?;
-    install(staging.path(), &args.dir, &name)?;
+    install(staging.path(), &dir, &name)?;
     println!(
-        "installed {name} ({}); use `model = \"{name}\"` in the [detector] section",
-        detector.name()
+        "installed {name} ({}) in {}; use `model = \"{name}\"` in the [detector] section",
+        detector.name(),
+        dir.display()
     );
     Ok(())
+}
+
+/// On a box the package installed (its state directory exists), where the
+/// service looks; elsewhere (a build tree) `./models`.
+fn default_import_dir() -> PathBuf {
+    let state = Path::new(INSTALLED_MODEL_DIR)
+        .parent()
+        .expect("an absolute path");
+    if state.is_dir() {
+        PathBuf::from(INSTALLED_MODEL_DIR)
+    } else {
+        PathBuf::from("models")
+    }
 }
 
 /// Every file a model named `name` may have; the registry reads them all.

@@ -29,7 +29,7 @@ pub use device::{
     bf16_on_gpu, cuda_built_for, gpu_context, gpu_precision_unsupported, select_device, GpuContext,
     Precision,
 };
-pub use registry::{ModelFiles, ModelRegistry, DEFAULT_MODEL};
+pub use registry::{ModelFiles, ModelRegistry, DEFAULT_MODEL, INSTALLED_MODEL_DIR};
 pub use yolo::YoloDetector;
 
 /// Errors from loading or running a model.

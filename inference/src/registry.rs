@@ -15,6 +15,11 @@ use crate::{Detector, InferenceError, Precision, SsdLiteDetector};
 /// The model Vigil runs when none is named.
 pub const DEFAULT_MODEL: &str = "ssdlite_mobilenet_v2_coco";
 
+/// Where models people bring live on an installed box: in the service's
+/// state directory, which it reads and `vigil model import` (as root)
+/// writes; the packaged models stay in `/usr/share`.
+pub const INSTALLED_MODEL_DIR: &str = "/var/lib/vigil/models";
+
 /// Directories searched for `NAME.safetensors` or `NAME.cfg`, in order.
 #[derive(Debug, Clone)]
 pub struct ModelRegistry {
@@ -26,13 +31,15 @@ impl ModelRegistry {
         Self { dirs }
     }
 
-    /// `$VIGIL_MODEL_DIR` (colon-separated), `./models`, the package's
-    /// `share/vigil/models` beside the executable, `/usr/share/vigil/models`.
+    /// `$VIGIL_MODEL_DIR` (colon-separated), `./models`,
+    /// [`INSTALLED_MODEL_DIR`], the package's `share/vigil/models` beside
+    /// the executable, `/usr/share/vigil/models`.
     pub fn from_env() -> Self {
         let mut dirs: Vec<PathBuf> = std::env::var_os("VIGIL_MODEL_DIR")
             .map(|v| std::env::split_paths(&v).collect())
             .unwrap_or_default();
         dirs.push(PathBuf::from("models"));
+        dirs.push(PathBuf::from(INSTALLED_MODEL_DIR));
         if let Some(prefix) = std::env::current_exe()
             .ok()
             .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
