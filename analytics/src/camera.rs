@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::geometry::{area, foot_point, Direction, PixelBox, Point};
-use crate::scene::Scene;
+use crate::scene::{CountLine, Scene};
 use crate::tracker::{Observation, TrackedObject, Tracker, TrackerConfig};
 
 /// An object must be this far from a counting line (in frame units) before
@@ -95,6 +95,13 @@ pub struct FrameAnalysis {
     pub events: Vec<EventChange>,
     pub crossings: Vec<Crossing>,
     pub counts: Vec<CountKey>,
+}
+
+/// Whether `p` stands clearly on the right of `line` (`None` inside its
+/// dead band, where the side is not trusted).
+fn clear_side(line: &CountLine, p: Point) -> Option<bool> {
+    let distance = line.segment.side(p);
+    (distance.abs() >= LINE_DEAD_BAND).then_some(distance > 0.0)
 }
 
 struct Live {
@@ -206,16 +213,14 @@ impl CameraAnalytics {
                         best_ms: i64::MIN,
                         // From where it was first seen, so a line crossed
                         // while the track was being confirmed still counts.
-                        sides: self
-                            .scene
-                            .lines
-                            .iter()
-                            .map(|line| {
-                                let from = foot_point(&seen.first_bbox, frame.width, frame.height);
-                                let distance = line.segment.side(from);
-                                (distance.abs() >= LINE_DEAD_BAND).then_some((distance > 0.0, from))
-                            })
-                            .collect(),
+                        sides: {
+                            let from = foot_point(&seen.first_bbox, frame.width, frame.height);
+                            self.scene
+                                .lines
+                                .iter()
+                                .map(|line| clear_side(line, from).map(|right| (right, from)))
+                                .collect()
+                        },
                     },
                 );
                 out.counts.push(count(&seen.label, String::new()));
@@ -249,11 +254,9 @@ impl CameraAnalytics {
             }
 
             for (line, side) in self.scene.lines.iter().zip(live.sides.iter_mut()) {
-                let distance = line.segment.side(foot);
-                if distance.abs() < LINE_DEAD_BAND {
+                let Some(right) = clear_side(line, foot) else {
                     continue;
-                }
-                let right = distance > 0.0;
+                };
                 if let Some((was_right, from)) = *side {
                     if was_right != right {
                         if let Some(direction) = line.segment.crossing(from, foot) {
@@ -324,7 +327,7 @@ impl CameraAnalytics {
 mod tests {
     use super::*;
     use crate::geometry::{Polygon, Segment};
-    use crate::scene::{CountLine, Zone};
+    use crate::scene::Zone;
 
     const W: u32 = 1000;
     const H: u32 = 1000;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 use vigil::frame_view::frame_view;
@@ -121,9 +121,7 @@ impl Analyser {
     /// track's life (down, reconnecting, a file that ended): they would
     /// else stay open until the camera comes back, or for ever.
     fn close_quiet_cameras(&mut self, snapshots: &mut SnapshotKeys) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = unix_ms(SystemTime::now());
         // The margin covers frames still in the queue or in a slow batch.
         let before = now_ms - QUIET_MARGIN.as_millis() as i64;
         let closed: Vec<(String, Vec<EventChange>)> = self
@@ -181,10 +179,7 @@ impl Analyser {
         let mut rows = Vec::new();
         let mut counts: BTreeMap<(String, CountKey), i64> = BTreeMap::new();
         for (frame, detections) in batch.into_iter().zip(results) {
-            let wall_ms = frame
-                .wall_time
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let wall_ms = unix_ms(frame.wall_time);
             let Some(analytics) = self.cameras.get_mut(&*frame.camera_id) else {
                 continue;
             };
@@ -299,6 +294,12 @@ impl Analyser {
             self.store.send(WriteOp::Counts(counts)).ok();
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock before it).
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `frame`'s picture as RGB, fetched from the GPU if it is there; `None`

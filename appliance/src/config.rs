@@ -331,6 +331,9 @@ impl fmt::Display for OptionValue {
     }
 }
 
+/// What the shown configuration has in place of a password or secret option.
+pub const HIDDEN_SECRET: &str = "<redacted>";
+
 /// Input options whose values may carry credentials (an `Authorization:`
 /// header, a session cookie): hidden wherever the configuration is shown.
 pub const SECRET_INPUT_OPTIONS: &[&str] = &["headers", "cookies"];
@@ -481,16 +484,16 @@ impl Config {
                 edits.push((cam.url.span(), quote(&redacted)));
             }
             if let Some(pw) = &cam.password {
-                edits.push((pw.span(), quote("<redacted>")));
+                edits.push((pw.span(), quote(HIDDEN_SECRET)));
             }
             for name in SECRET_INPUT_OPTIONS {
                 if let Some(value) = cam.input_options.get(*name) {
-                    edits.push((value.span(), quote("<redacted>")));
+                    edits.push((value.span(), quote(HIDDEN_SECRET)));
                 }
             }
         }
         if let Some(pw) = self.mqtt.as_ref().and_then(|m| m.password.as_ref()) {
-            edits.push((pw.span(), quote("<redacted>")));
+            edits.push((pw.span(), quote(HIDDEN_SECRET)));
         }
         // From the end, so earlier spans stay valid.
         edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));

@@ -46,7 +46,7 @@ pub struct ConfigControl {
 /// [`Config::redacted_toml`]): `***` in a URL (`redact_credentials`'s mark),
 /// `<redacted>` for a password. Sent back unchanged, they mean "keep".
 const HIDDEN_IN_URL: &str = "***";
-const HIDDEN_PASSWORD: &str = "<redacted>";
+const HIDDEN_PASSWORD: &str = crate::config::HIDDEN_SECRET;
 
 impl ConfigControl {
     pub fn new(config: Config, requests: Sender<Request>) -> Self {
@@ -108,13 +108,18 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
     let draft = Config::parse(text, file).map_err(|e| ConfigUpdateError::Invalid(e.to_string()))?;
     let quote = |v: &str| toml::Value::String(v.to_string()).to_string();
     let mut edits = Vec::new();
+    let redact = vigil_ingest::source::redact_credentials;
+    let hidden_option = OptionValue::Text(HIDDEN_PASSWORD.into());
     for cam in &draft.cameras {
         let id = cam.id.get_ref();
         let old = current.cameras.iter().find(|c| c.id.get_ref() == id);
+        // Stored secrets go only where they went before: else an edited
+        // URL would send them to any host the editor names.
+        let same_host = old.is_some_and(|o| redact(o.url.get_ref()) == redact(cam.url.get_ref()));
         if cam.url.get_ref().contains(HIDDEN_IN_URL) {
             let old_url = old
                 .map(|c| c.url.get_ref())
-                .filter(|u| vigil_ingest::source::redact_credentials(u) == *cam.url.get_ref());
+                .filter(|u| redact(u) == *cam.url.get_ref());
             let Some(old_url) = old_url else {
                 return Err(ConfigUpdateError::Invalid(format!(
                     "camera {id:?}: the url has *** for its credentials but something else in it \
@@ -128,15 +133,12 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
             .as_ref()
             .filter(|p| p.get_ref() == HIDDEN_PASSWORD)
         {
-            let Some((old, old_pw)) = old.and_then(|o| Some((o, o.password.as_ref()?))) else {
+            let Some(old_pw) = old.and_then(|o| o.password.as_ref()) else {
                 return Err(ConfigUpdateError::Invalid(format!(
                     "camera {id:?}: password is {HIDDEN_PASSWORD:?} but there is no stored one"
                 )));
             };
-            // The stored password goes only where it went before: else an
-            // edited URL would send it to any host the editor names.
-            let redact = vigil_ingest::source::redact_credentials;
-            if redact(old.url.get_ref()) != redact(cam.url.get_ref()) {
+            if !same_host {
                 return Err(ConfigUpdateError::Invalid(format!(
                     "camera {id:?}: password is {HIDDEN_PASSWORD:?} but the url changed; \
                      write the password out"
@@ -145,18 +147,15 @@ fn restore_secrets(text: &str, current: &Config, file: &Path) -> Result<String, 
             edits.push((pw.span(), quote(old_pw.get_ref())));
         }
         for name in SECRET_INPUT_OPTIONS {
-            let hidden = OptionValue::Text(HIDDEN_PASSWORD.into());
             let Some(value) = cam
                 .input_options
                 .get(*name)
-                .filter(|v| *v.get_ref() == hidden)
+                .filter(|v| *v.get_ref() == hidden_option)
             else {
                 continue;
             };
-            // Like the password: only back to the host it was written for.
-            let redact = vigil_ingest::source::redact_credentials;
             let stored = old
-                .filter(|o| redact(o.url.get_ref()) == redact(cam.url.get_ref()))
+                .filter(|_| same_host)
                 .and_then(|o| o.input_options.get(*name));
             let Some(stored) = stored else {
                 return Err(ConfigUpdateError::Invalid(format!(

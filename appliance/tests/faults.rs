@@ -139,19 +139,7 @@ fn a_camera_stuck_in_the_kernel_holds_up_neither_a_reload_nor_the_stop() {
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
     import_model(&models);
-    // Opening a FIFO that no one writes blocks in open(2), where no
-    // interrupt reaches: as a hung V4L2 device or a dead NFS mount does.
-    let fifo = tmp.path().join("never-written.fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let stuck = format!(
-        "[[cameras]]\nid = \"stuck\"\nurl = \"file://{}?loop=0\"\n",
-        fifo.display()
-    );
-    let x = StreetBox::new(tmp.path(), "box", &stuck);
+    let x = StreetBox::new(tmp.path(), "box", &common::stuck_camera(tmp.path()));
     let running = x.start(&models);
     wait_for("detections being stored", || {
         count(&x, "SELECT count(*) FROM detections") >= 20

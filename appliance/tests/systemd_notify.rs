@@ -32,16 +32,9 @@ fn systemd_hears_ready_status_watchdog_reload_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
     import_model(&models);
-    // A camera stuck in the kernel (a FIFO no one writes) makes a reload
-    // take the 5 s a stop waits for its sources: longer than the watchdog.
-    let fifo = tmp.path().join("stuck.fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success());
-    let stuck = format!(
-        "[[cameras]]\nid = \"stuck\"\nurl = \"file://{}?loop=0\"\n",
-        fifo.display()
-    );
-    let street = StreetBox::new(tmp.path(), "box", &stuck);
+    // A camera stuck in the kernel makes a reload take the 5 s a stop
+    // waits for its sources: longer than the watchdog.
+    let street = StreetBox::new(tmp.path(), "box", &common::stuck_camera(tmp.path()));
     let path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket

@@ -77,6 +77,19 @@ pub fn stop(mut guard: Guard) {
     }
 }
 
+/// A `[[cameras]]` block whose source blocks in `open(2)` for good: a FIFO
+/// in `dir` that no one writes (as a hung V4L2 device or a dead network
+/// mount does), where no interrupt reaches.
+pub fn stuck_camera(dir: &Path) -> String {
+    let fifo = dir.join("never-written.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    format!(
+        "[[cameras]]\nid = \"stuck\"\nurl = \"file://{}?loop=0\"\n",
+        fifo.display()
+    )
+}
+
 /// Waits up to 90 s for `ok`.
 pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
